@@ -1,0 +1,10 @@
+"""deblurlayers: video-deblurring layers with native C++/CUDA kernels.
+
+Importing never compiles anything: the native op library is built on the
+first call of an op that can use it (see ``native_status``).
+"""
+from . import flops, ops
+from .info import native_status
+from .version import __version__
+
+__all__ = ["__version__", "native_status", "ops", "flops"]

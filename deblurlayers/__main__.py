@@ -1,0 +1,30 @@
+"""``python -m deblurlayers info``: native build status and environment."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deblurlayers")
+    sub = parser.add_subparsers(dest="command")
+    info = sub.add_parser("info", help="build (if needed) and report the native ops")
+    info.add_argument("--no-build", action="store_true", help="report without building")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["info"] + list(argv or sys.argv[1:]))
+
+    from .info import format_status, native_status
+
+    if not args.no_build:
+        print("deblurlayers: loading native ops (the first build compiles csrc/, which can take minutes)...",
+              file=sys.stderr, flush=True)
+    status = native_status(load=not args.no_build)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0 if status["status"] in ("ok", "disabled") or args.no_build else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

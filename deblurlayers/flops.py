@@ -1,0 +1,163 @@
+"""FLOP counting for deblurlayers ops, layers and models.
+
+Convention: one multiply-add (MAC) is 2 FLOPs, and only MAC-shaped work is
+counted -- matmuls, convolutions and attention (PyTorch's own
+``FlopCounterMode`` table), our native ops (formulas below, registered with
+``register_flop_formula`` when the library loads) and ``grid_sample``
+(``EXTRA_ATEN_FORMULAS``; PyTorch counts it as 0). Elementwise ops, softmax
+and normalisation are not counted, as in the papers' thop/ptflops figures.
+
+Per-op conventions:
+
+- Haar DWT/IDWT: the equivalent fixed 2x2 stride-2 depthwise convolution,
+  4 MACs per full-resolution element (each of the 4 outputs of a 2x2 block
+  sums 4 inputs). The backward of each is the other transform: same count.
+- Bilinear sampling: 4 MACs per sampled value and channel; its backward
+  4 MACs for the input gradient and 8 for the grid (x and y) gradient.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict
+
+import torch
+from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["count_flops", "FlopCount", "EXTRA_ATEN_FORMULAS"]
+
+aten = torch.ops.aten
+
+
+def _numel(shape) -> int:
+    return math.prod(int(s) for s in shape)
+
+
+# ---------------------------------------------------------------------------
+# Formulas for our native ops: shapes in, FLOPs out (FlopCounterMode's API).
+# ---------------------------------------------------------------------------
+
+def haar_dwt2d_flops(x_shape, scale=None, *args, out_shape=None, **kwargs) -> int:
+    return 2 * 4 * _numel(x_shape)
+
+
+def haar_idwt2d_flops(ll_shape, highs_shape=None, scale=None, *args, out_shape=None, **kwargs) -> int:
+    return 2 * 4 * 4 * _numel(ll_shape)
+
+
+# ---------------------------------------------------------------------------
+# aten ops that PyTorch's default table counts as 0.
+# ---------------------------------------------------------------------------
+
+_MACS_PER_SAMPLE = {0: 4, 1: 0, 2: 16}  # grid_sampler interpolation mode: bilinear, nearest, bicubic
+
+
+def grid_sampler_2d_flops(input_shape, grid_shape, interpolation_mode, *args, out_shape=None, **kwargs) -> int:
+    n, c = input_shape[:2]
+    h_out, w_out = grid_shape[1:3]
+    return 2 * _MACS_PER_SAMPLE[int(interpolation_mode)] * n * c * h_out * w_out
+
+
+def grid_sampler_2d_backward_flops(grad_output_shape, input_shape, grid_shape, interpolation_mode,
+                                   padding_mode, align_corners, output_mask, *args, out_shape=None,
+                                   **kwargs) -> int:
+    samples = _numel(grad_output_shape)  # N * C * H_out * W_out
+    macs = _MACS_PER_SAMPLE[int(interpolation_mode)]
+    input_grad = macs * samples if output_mask[0] else 0
+    grid_grad = 2 * macs * samples if output_mask[1] else 0
+    return 2 * (input_grad + grid_grad)
+
+
+EXTRA_ATEN_FORMULAS: Dict[Any, Callable] = {
+    aten.grid_sampler_2d: grid_sampler_2d_flops,
+    aten.grid_sampler_2d_backward: grid_sampler_2d_backward_flops,
+}
+
+
+# ---------------------------------------------------------------------------
+# Counting
+# ---------------------------------------------------------------------------
+
+@dataclass
+class FlopCount:
+    """Result of :func:`count_flops`. ``flops == 2 * macs`` by convention."""
+
+    flops: int
+    by_op: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def macs(self) -> int:
+        return self.flops // 2
+
+    @property
+    def gmacs(self) -> float:
+        return self.macs / 1e9
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / 1e9
+
+    def __str__(self) -> str:
+        return f"{self.gmacs:.3f} GMACs ({self.gflops:.3f} GFLOPs, 1 MAC = 2 FLOPs)"
+
+
+def count_flops(module_or_fn: Callable, *inputs: Any, backward: bool = False, **kwargs: Any) -> FlopCount:
+    """Count the FLOPs of ``module_or_fn(*inputs, **kwargs)`` on the meta device.
+
+    Nothing is computed or allocated: parameters, buffers and tensor inputs
+    are replaced by meta tensors of the same shape and dtype, so video-sized
+    inputs cost nothing. The module itself is not modified.
+
+    Args:
+        module_or_fn: an ``nn.Module`` or a function of tensors.
+        *inputs, **kwargs: its arguments (tensors of any device).
+        backward: also count the backward of ``sum(outputs)``.
+
+    Returns:
+        :class:`FlopCount` (see the module docstring for the convention).
+
+    Example:
+        >>> from deblurlayers.ops import haar_dwt2d
+        >>> count_flops(haar_dwt2d, torch.zeros(1, 64, 360, 640)).macs
+        58982400
+    """
+    from . import _native
+    from .utils import env
+
+    if env.backend() != "reference":
+        # FlopCounterMode copies the formula table when it is created, so the
+        # native library (whose formulas register on load) must load first.
+        _native.load()
+    meta_inputs, meta_kwargs = tree_map(_to_meta, (inputs, kwargs))
+    if isinstance(module_or_fn, torch.nn.Module):
+        state = {name: _to_meta(t) for name, t in _named_tensors(module_or_fn)}
+
+        def call():
+            return torch.func.functional_call(module_or_fn, state, meta_inputs, meta_kwargs)
+    else:
+        def call():
+            return module_or_fn(*meta_inputs, **meta_kwargs)
+
+    with FlopCounterMode(display=False, custom_mapping=EXTRA_ATEN_FORMULAS) as counter:
+        outputs = call()
+        if backward:
+            leaves = [t for t in torch.utils._pytree.tree_leaves(outputs)
+                      if isinstance(t, torch.Tensor) and t.requires_grad]
+            if not leaves:
+                raise ValueError("backward=True: no output requires grad (give an input requires_grad=True)")
+            sum(t.sum() for t in leaves).backward()
+    by_op = {str(op): int(n) for op, n in counter.get_flop_counts()["Global"].items()}
+    return FlopCount(int(counter.get_total_flops()), by_op)
+
+
+def _named_tensors(module: torch.nn.Module):
+    yield from module.named_parameters(remove_duplicate=False)
+    yield from module.named_buffers(remove_duplicate=False)
+
+
+def _to_meta(x: Any) -> Any:
+    if not isinstance(x, torch.Tensor):
+        return x
+    meta = torch.empty_like(x, device="meta")
+    return meta.requires_grad_(x.requires_grad) if x.is_floating_point() else meta

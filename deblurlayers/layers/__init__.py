@@ -1,0 +1,3 @@
+"""nn.Modules built on deblurlayers.ops (one file per layer family)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""Reference models of the papers, assembled from deblurlayers.layers."""
+
+__all__ = []

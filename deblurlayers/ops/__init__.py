@@ -1,0 +1,15 @@
+"""Functional ops: input checks, backend choice, native kernel or PyTorch reference.
+
+Every op with a native kernel has a ``*_reference`` twin with the same
+signature and result, the oracle in tests and the fallback without a compiler.
+"""
+from .flow_warp import flow_warp
+from .haar import haar_dwt2d, haar_dwt2d_reference, haar_idwt2d, haar_idwt2d_reference
+
+__all__ = [
+    "flow_warp",
+    "haar_dwt2d",
+    "haar_idwt2d",
+    "haar_dwt2d_reference",
+    "haar_idwt2d_reference",
+]

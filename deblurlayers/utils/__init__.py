@@ -1,0 +1,3 @@
+from .checks import check_floating, check_same_device, check_shape
+
+__all__ = ["check_shape", "check_floating", "check_same_device"]

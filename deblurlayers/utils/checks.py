@@ -1,0 +1,92 @@
+"""Input validation shared by every op and layer.
+
+Errors name the argument, the expected layout and what was given, so that a
+bad call fails at the top of the public function rather than deep inside a
+kernel or through a silent broadcast.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional
+
+import torch
+
+__all__ = ["check_shape", "check_floating", "check_same_device"]
+
+
+def check_shape(
+    x: torch.Tensor,
+    layout: str,
+    *,
+    name: str,
+    sizes: Optional[Mapping[str, int]] = None,
+) -> Dict[str, int]:
+    """Check that ``x`` has the named ``layout`` and return the size of each name.
+
+    Args:
+        x: the tensor to check.
+        layout: space-separated dimension names, e.g. ``"B T C H W"``. A name
+            may be an integer literal (``"B 2 H W"``) for a fixed size.
+        name: the argument's name, used in the error message.
+        sizes: sizes already known for some names (e.g. from another argument);
+            a mismatch is an error. Repeated names within ``layout`` must agree.
+
+    Returns:
+        ``{name: size}`` for every named dimension (integer literals excluded).
+
+    Raises:
+        TypeError: ``x`` is not a tensor.
+        ValueError: wrong rank, wrong fixed size, or a size that disagrees with
+            ``sizes`` or a repeated name.
+
+    Example:
+        >>> dims = check_shape(torch.zeros(2, 5, 3, 8, 8), "B T C H W", name="x")
+        >>> dims["T"]
+        5
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape ({_fmt(layout)}), got {type(x).__name__}")
+    names = layout.split()
+    expected = _expected(names, sizes)
+    if x.dim() != len(names):
+        raise ValueError(
+            f"{name}: expected a {len(names)}-d tensor of shape ({expected}), got shape {tuple(x.shape)}"
+        )
+    known: Dict[str, int] = dict(sizes or {})
+    found: Dict[str, int] = {}
+    for dim_name, size in zip(names, x.shape):
+        size = int(size)
+        if dim_name.isdigit():
+            want = int(dim_name)
+        elif dim_name in known:
+            want = known[dim_name]
+        else:
+            known[dim_name] = found[dim_name] = size
+            continue
+        if size != want:
+            raise ValueError(
+                f"{name}: expected shape ({expected}) with {dim_name}={want}, got shape {tuple(x.shape)}"
+            )
+        if not dim_name.isdigit():
+            found[dim_name] = size
+    return found
+
+
+def check_floating(x: torch.Tensor, *, name: str) -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``x`` is a floating-point tensor."""
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+
+
+def check_same_device(x: torch.Tensor, ref: torch.Tensor, *, name: str, ref_name: str) -> None:
+    """Raise ``ValueError`` unless ``x`` lives on ``ref``'s device."""
+    if x.device != ref.device:
+        raise ValueError(f"{name}: expected a tensor on {ref.device} (the device of {ref_name}), got {x.device}")
+
+
+def _expected(names, sizes) -> str:
+    sizes = sizes or {}
+    return ", ".join(f"{n}={sizes[n]}" if n in sizes else n for n in names)
+
+
+def _fmt(layout: str) -> str:
+    return ", ".join(layout.split())

@@ -1,0 +1,40 @@
+"""Environment variables that steer deblurlayers (all optional).
+
+- ``DEBLURLAYERS_BACKEND``: ``auto`` (default), ``native`` or ``reference``.
+- ``DEBLURLAYERS_BUILD_DIR``: root of the native build cache (default
+  ``$TORCH_EXTENSIONS_DIR/deblurlayers`` or ``~/.cache/deblurlayers``).
+- ``DEBLURLAYERS_BUILD_TIMEOUT``: seconds to wait for another process's build
+  (default 1800).
+- ``DEBLURLAYERS_VERBOSE_BUILD``: ``1`` prints the compiler commands.
+"""
+from __future__ import annotations
+
+import os
+
+BACKENDS = ("auto", "native", "reference")
+
+
+def backend() -> str:
+    value = os.environ.get("DEBLURLAYERS_BACKEND", "auto").strip().lower() or "auto"
+    if value not in BACKENDS:
+        raise ValueError(f"DEBLURLAYERS_BACKEND: expected one of {BACKENDS}, got {value!r}")
+    return value
+
+
+def build_root() -> str:
+    explicit = os.environ.get("DEBLURLAYERS_BUILD_DIR")
+    if explicit:
+        return os.path.abspath(os.path.expanduser(explicit))
+    extensions_dir = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if extensions_dir:
+        return os.path.join(os.path.abspath(os.path.expanduser(extensions_dir)), "deblurlayers")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "deblurlayers")
+
+
+def build_timeout() -> float:
+    return float(os.environ.get("DEBLURLAYERS_BUILD_TIMEOUT", "1800"))
+
+
+def verbose_build() -> bool:
+    return os.environ.get("DEBLURLAYERS_VERBOSE_BUILD", "0") not in ("", "0", "false", "False")
