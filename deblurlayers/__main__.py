@@ -12,7 +12,14 @@ def main(argv=None) -> int:
     info = sub.add_parser("info", help="build (if needed) and report the native ops")
     info.add_argument("--no-build", action="store_true", help="report without building")
     info.add_argument("--json", action="store_true", help="print JSON")
+    nvcc = sub.add_parser("nvcc-check", help="compile-check every CUDA source with nvcc (no GPU needed)")
+    nvcc.add_argument("--arch", default="90", help="compute capability without the dot (default 90)")
+    nvcc.add_argument("--nvcc", default=None, help="path to nvcc (default: CUDA_HOME or PATH)")
     args = parser.parse_args(argv)
+    if args.command == "nvcc-check":
+        from ._native.nvcc_check import main as nvcc_check
+
+        return nvcc_check(args.arch, args.nvcc)
     if args.command is None:
         args = parser.parse_args(["info"] + list(argv or sys.argv[1:]))
 

@@ -28,7 +28,8 @@ def flow_warp(
     This is ``torch.nn.functional.grid_sample`` with the grid normalised as the
     official codes do (BasicSR ``flow_warp``). For a same-size warp the pixel
     position sampled is ``p + flow(p)`` for either ``align_corners``; the flag
-    only changes which positions ``"reflection"`` padding reflects about.
+    only changes which positions ``"reflection"`` padding reflects about
+    (results may differ from BasicSR's in the last bit of fp32 rounding).
     Sampling coordinates are computed in fp32 even for fp16/bf16 ``x`` (fp16
     coordinates are off by up to 0.3 px at 1280 wide).
 
@@ -59,6 +60,10 @@ def flow_warp(
         raise ValueError(f"mode: expected one of {_MODES}, got {mode!r}")
 
     compute_dtype = torch.promote_types(x.dtype, torch.float32)
+    # Both normalisations address the same pixel p + flow(p) here; only
+    # reflection padding depends on the flag. align_corners=True cannot address
+    # anything but pixel 0 along an axis of size 1, so use False otherwise.
+    align_corners = align_corners and padding_mode == "reflection"
     grid = _sampling_grid(flow.to(compute_dtype), align_corners)
     out = F.grid_sample(x.to(compute_dtype), grid, mode=mode, padding_mode=padding_mode,
                         align_corners=align_corners)
@@ -73,7 +78,6 @@ def _sampling_grid(flow: torch.Tensor, align_corners: bool) -> torch.Tensor:
     px = xs + flow[:, 0]
     py = ys + flow[:, 1]
     if align_corners:
-        # max(., 1): a 1-pixel-wide map has only position 0.
         gx = px * (2.0 / max(w - 1, 1)) - 1.0
         gy = py * (2.0 / max(h - 1, 1)) - 1.0
     else:
