@@ -114,3 +114,27 @@ def test_info_command_reports_ops(native_ops):
     assert status["status"] == "ok"
     assert status["ops"]["haar_dwt2d"]["cpu"] and status["ops"]["haar_idwt2d"]["cpu"]
     assert status["torch"] and status["build_dir"]
+
+
+def test_use_backend_switches_and_restores(native_ops):
+    import warnings
+
+    import torch
+
+    from deblurlayers.ops import haar_dwt2d, use_backend
+    from deblurlayers.utils import env
+
+    x = torch.randn(1, 2, 4, 4)
+    with use_backend("reference"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert env.backend() == "reference"
+        with torch.autograd.profiler.profile() as prof:
+            haar_dwt2d(x)
+    assert env.backend() == "auto"
+    assert not any("deblurlayers" in e.name for e in prof.function_events)
+    with torch.autograd.profiler.profile() as prof:
+        haar_dwt2d(x)
+    assert any(e.name == "deblurlayers::haar_dwt2d" for e in prof.function_events)
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        with use_backend("gpu"):
+            pass

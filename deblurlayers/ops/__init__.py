@@ -3,10 +3,12 @@
 Every op with a native kernel has a ``*_reference`` twin with the same
 signature and result, the oracle in tests and the fallback without a compiler.
 """
+from ..utils.env import use_backend
 from .flow_warp import flow_warp
 from .haar import haar_dwt2d, haar_dwt2d_reference, haar_idwt2d, haar_idwt2d_reference
 
 __all__ = [
+    "use_backend",
     "flow_warp",
     "haar_dwt2d",
     "haar_idwt2d",

@@ -9,16 +9,39 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator, Optional
 
 BACKENDS = ("auto", "native", "reference")
+_override: Optional[str] = None
 
 
 def backend() -> str:
+    """The backend in force: :func:`use_backend`'s, else ``DEBLURLAYERS_BACKEND``'s, else ``auto``."""
+    if _override is not None:
+        return _override
     value = os.environ.get("DEBLURLAYERS_BACKEND", "auto").strip().lower() or "auto"
     if value not in BACKENDS:
         raise ValueError(f"DEBLURLAYERS_BACKEND: expected one of {BACKENDS}, got {value!r}")
     return value
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run a block with another backend (``auto``, ``native`` or ``reference``).
+
+    Eager calls only: under ``torch.compile`` the choice is made once, when
+    the graph is traced.
+    """
+    global _override
+    if name not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
+    previous, _override = _override, name
+    try:
+        yield
+    finally:
+        _override = previous
 
 
 def build_root() -> str:

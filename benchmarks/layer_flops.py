@@ -1,0 +1,137 @@
+"""FLOPs, parameters and CPU latency of every deblurlayers op, layer and model.
+
+    python benchmarks/layer_flops.py [--threads 2] [--min-run-time 0.3] [--skip-latency]
+
+FLOPs are counted on the meta device (nothing is allocated) with
+deblurlayers.flops.count_flops: 1 MAC = 2 FLOPs; matmul, convolution,
+attention, grid_sample and our native ops are counted, elementwise ops,
+softmax and norms are not. Latency is the median of torch.utils.benchmark
+runs of the forward pass on the CPU, with the native kernels and with the
+PyTorch reference (DEBLURLAYERS_BACKEND=reference) in the same process.
+
+The table is printed and written to benchmarks/results/layer_flops.{md,json}.
+Each later layer and model adds its rows to ROWS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch.utils.benchmark import Timer
+
+import deblurlayers
+from deblurlayers import ops
+from deblurlayers.flops import count_flops
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Row:
+    """One benchmarked callable at a stated input size.
+
+    ``make`` returns ``(module_or_fn, inputs)``; inputs are built on the CPU in
+    fp32. ``native`` says whether a native kernel exists (else only the
+    reference column is timed).
+    """
+
+    name: str
+    size: str
+    make: Callable[[], Tuple[Callable, Tuple[torch.Tensor, ...]]]
+    native: bool = True
+
+
+def _haar_dwt():
+    return ops.haar_dwt2d, (torch.randn(1, 64, 360, 640),)
+
+
+def _haar_idwt():
+    return ops.haar_idwt2d, (torch.randn(1, 64, 180, 320), torch.randn(1, 192, 180, 320))
+
+
+def _flow_warp():
+    return ops.flow_warp, (torch.randn(1, 64, 180, 320), 4 * torch.randn(1, 2, 180, 320))
+
+
+ROWS: List[Row] = [
+    Row("ops.haar_dwt2d", "1x64x360x640", _haar_dwt),
+    Row("ops.haar_idwt2d", "1x64x180x320 (+3C highs)", _haar_idwt),
+    Row("ops.flow_warp", "1x64x180x320", _flow_warp, native=False),
+]
+
+
+def _params(fn: Callable) -> int:
+    return sum(p.numel() for p in fn.parameters()) if isinstance(fn, torch.nn.Module) else 0
+
+
+def _latency_ms(fn: Callable, inputs, backend: str, threads: int, min_run_time: float) -> float:
+    with ops.use_backend(backend), torch.no_grad():
+        timer = Timer("fn(*inputs)", globals={"fn": fn, "inputs": inputs}, num_threads=threads)
+        return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def measure(row: Row, threads: int, min_run_time: float, latency: bool) -> Dict:
+    fn, inputs = row.make()
+    count = count_flops(fn, *inputs)
+    result = {"name": row.name, "size": row.size, "params": _params(fn),
+              "gmacs": count.gmacs, "gflops": count.gflops, "native_ms": None, "reference_ms": None}
+    if latency:
+        result["reference_ms"] = _latency_ms(fn, inputs, "reference", threads, min_run_time)
+        if row.native:
+            result["native_ms"] = _latency_ms(fn, inputs, "native", threads, min_run_time)
+    return result
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def to_markdown(results: List[Dict], meta: Dict) -> str:
+    lines = [
+        f"# deblurlayers layer FLOPs ({meta['date']})",
+        "",
+        f"torch {meta['torch']}, {meta['cpu']}, {meta['threads']} thread(s), fp32, forward pass. "
+        "1 MAC = 2 FLOPs; matmul/conv/attention/grid_sample/native ops counted, elementwise ops not. "
+        f"Native status: {meta['native']}.",
+        "",
+        "| name | input | params | GMACs | GFLOPs | native ms | reference ms | speed-up |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        speedup = (r["reference_ms"] / r["native_ms"]) if r["native_ms"] and r["reference_ms"] else None
+        lines.append(f"| {r['name']} | {r['size']} | {r['params']:,} | {r['gmacs']:.3f} | {r['gflops']:.3f} | "
+                     f"{_fmt(r['native_ms'], '.2f')} | {_fmt(r['reference_ms'], '.2f')} | "
+                     f"{_fmt(speedup, '.2f')}{'' if speedup is None else '×'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for latency (default 2)")
+    parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds per latency measurement")
+    parser.add_argument("--skip-latency", action="store_true", help="FLOPs and parameters only")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write layer_flops.{md,json}")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    status = deblurlayers.native_status(load=True)
+    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "threads": args.threads, "native": status["status"] + (f" ({status['reason'].splitlines()[-1]})" if status["reason"] else "")}
+    results = [measure(row, args.threads, args.min_run_time, not args.skip_latency) for row in ROWS]
+    table = to_markdown(results, meta)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "layer_flops.md").write_text(table)
+    (args.out / "layer_flops.json").write_text(json.dumps({"meta": meta, "rows": results}, indent=2) + "\n")
+    print(f"written to {args.out}/layer_flops.md and .json")
+
+
+if __name__ == "__main__":
+    main()
