@@ -23,6 +23,20 @@ int64_t num_blocks(int64_t n) {
   return std::min<int64_t>((n + kThreads - 1) / kThreads, 65535LL * 8);
 }
 
+// For 2x2 block `idx` (row-major over B*C planes of h x w blocks): the offset
+// of its top-left pixel in the full-resolution map and of its first high band
+// in `highs`, whose band k of sample b holds channel c at plane (3b + k)C + c.
+struct BlockOffsets {
+  int64_t pixel, high;
+};
+
+__device__ __forceinline__ BlockOffsets block_offsets(int64_t idx, int64_t C,
+                                                      int64_t h, int64_t w) {
+  const int64_t j = idx % w, i = (idx / w) % h, plane = idx / (w * h);
+  return {plane * 4 * h * w + 2 * i * (2 * w) + 2 * j,
+          idx + 2 * (plane / C) * C * h * w};
+}
+
 template <typename scalar_t>
 __global__ void dwt_kernel(const scalar_t* __restrict__ x,
                            scalar_t* __restrict__ ll,
@@ -32,13 +46,12 @@ __global__ void dwt_kernel(const scalar_t* __restrict__ x,
   const int64_t W = 2 * w, band_stride = C * h * w;
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < n;
        idx += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t j = idx % w, i = (idx / w) % h, plane = idx / (w * h);
-    const int64_t b = plane / C;
-    const scalar_t* top = x + plane * 4 * h * w + 2 * i * W + 2 * j;
+    const BlockOffsets at = block_offsets(idx, C, h, w);
+    const scalar_t* top = x + at.pixel;
     opmath_t v0, v1, v2, v3;
     haar_butterfly<opmath_t>(top[0], top[1], top[W], top[W + 1], scale, v0, v1,
                              v2, v3);
-    const int64_t hi = idx + 2 * b * band_stride;
+    const int64_t hi = at.high;
     ll[idx] = v0;
     highs[hi] = v1;
     highs[hi + band_stride] = v2;
@@ -55,13 +68,12 @@ __global__ void idwt_kernel(const scalar_t* __restrict__ ll,
   const int64_t W = 2 * w, band_stride = C * h * w;
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < n;
        idx += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t j = idx % w, i = (idx / w) % h, plane = idx / (w * h);
-    const int64_t b = plane / C;
-    const int64_t hi = idx + 2 * b * band_stride;
+    const BlockOffsets at = block_offsets(idx, C, h, w);
+    const int64_t hi = at.high;
     opmath_t a, bb, c, d;
     haar_butterfly<opmath_t>(ll[idx], highs[hi], highs[hi + band_stride],
                              highs[hi + 2 * band_stride], scale, a, bb, c, d);
-    scalar_t* top = x + plane * 4 * h * w + 2 * i * W + 2 * j;
+    scalar_t* top = x + at.pixel;
     top[0] = a;
     top[1] = bb;
     top[W] = c;
