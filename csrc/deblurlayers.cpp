@@ -17,4 +17,12 @@ TORCH_LIBRARY(deblurlayers, m) {
   // 0.5 for "ortho"). The Haar butterfly matrix is symmetric, so each op is
   // the other's backward: no separate *_backward op is needed.
   m.def("haar_idwt2d(Tensor ll, Tensor highs, float scale) -> Tensor");
+
+  // Per-pixel, per-channel k x k filtering with zero padding:
+  //   out[b,c,y,x] = sum_{ky,kx} K[b, g(c)*k*k + ky*k + kx](y, x) * x[b,c,y+ky-k/2,x+kx-k/2]
+  // kernels: (B, G*k*k, Hk, Wk), g(c) = c / (C/G). A kernel map smaller than
+  // x is bilinearly upsampled to (H, W) on the fly (align_corners=False).
+  m.def("pixel_dynamic_filter(Tensor x, Tensor kernels, int kernel_size) -> Tensor");
+  m.def("pixel_dynamic_filter_backward(Tensor grad_out, Tensor x, Tensor kernels, int kernel_size)"
+        " -> (Tensor grad_x, Tensor grad_kernels)");
 }

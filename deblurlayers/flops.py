@@ -14,6 +14,10 @@ Per-op conventions:
   sums 4 inputs). The backward of each is the other transform: same count.
 - Bilinear sampling: 4 MACs per sampled value and channel; its backward
   4 MACs for the input gradient and 8 for the grid (x and y) gradient.
+- Pixel dynamic filter: k*k MACs per output element (the filtering; the
+  on-the-fly upsampling of a low-resolution kernel map is not counted, as
+  ``F.interpolate`` is not in the reference); backward twice that (input and
+  kernel gradients).
 """
 from __future__ import annotations
 
@@ -44,6 +48,15 @@ def haar_dwt2d_flops(x_shape, scale=None, *args, out_shape=None, **kwargs) -> in
 
 def haar_idwt2d_flops(ll_shape, highs_shape=None, scale=None, *args, out_shape=None, **kwargs) -> int:
     return 2 * 4 * 4 * _numel(ll_shape)
+
+
+def pixel_dynamic_filter_flops(x_shape, kernels_shape=None, kernel_size=3, *args, out_shape=None, **kwargs) -> int:
+    return 2 * kernel_size * kernel_size * _numel(x_shape)
+
+
+def pixel_dynamic_filter_backward_flops(grad_out_shape, x_shape=None, kernels_shape=None, kernel_size=3, *args,
+                                        out_shape=None, **kwargs) -> int:
+    return 2 * 2 * kernel_size * kernel_size * _numel(x_shape)
 
 
 # ---------------------------------------------------------------------------
