@@ -59,10 +59,20 @@ def _flow_warp():
     return ops.flow_warp, (torch.randn(1, 64, 180, 320), 4 * torch.randn(1, 2, 180, 320))
 
 
+def _pixel_filter(down):
+    def make():
+        x = torch.randn(1, 64, 184, 320)
+        kernels = torch.randn(1, 64 * 9, 184 // down, 320 // down)
+        return (lambda x, k: ops.pixel_dynamic_filter(x, k, 3)), (x, kernels)
+    return make
+
+
 ROWS: List[Row] = [
     Row("ops.haar_dwt2d", "1x64x360x640", _haar_dwt),
     Row("ops.haar_idwt2d", "1x64x180x320 (+3C highs)", _haar_idwt),
     Row("ops.flow_warp", "1x64x180x320", _flow_warp, native=False),
+    Row("ops.pixel_dynamic_filter", "1x64x184x320, k=3, full-res kernels", _pixel_filter(1)),
+    Row("ops.pixel_dynamic_filter", "1x64x184x320, k=3, kernels at 1/8", _pixel_filter(8)),
 ]
 
 

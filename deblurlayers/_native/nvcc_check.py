@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -45,16 +46,21 @@ def check(arch: str = "90", nvcc: Optional[str] = None,
     nvcc = nvcc or find_nvcc()
     if nvcc is None:
         raise FileNotFoundError("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
-    results = []
     with tempfile.TemporaryDirectory() as tmp:
         stub_dir = Path(tmp) / "stub"
         (stub_dir / "c10" / "cuda" / "impl").mkdir(parents=True)
         (stub_dir / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h").write_text(_MACROS_STUB)
         cuda_sources = files or [s for s in sources(with_cuda=True) if s.suffix == ".cu"]
-        for index, source in enumerate(cuda_sources):
+
+        def compile_one(index_source):
+            index, source = index_source
             cmd = nvcc_command(nvcc, source, Path(tmp) / f"{index}.o", stub_dir, arch)
             proc = subprocess.run(cmd, capture_output=True, text=True)
-            results.append((source, proc.returncode == 0, proc.stdout + proc.stderr))
+            return source, proc.returncode == 0, proc.stdout + proc.stderr
+
+        jobs = int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results = list(pool.map(compile_one, enumerate(cuda_sources)))
     return results
 
 
