@@ -67,12 +67,19 @@ def _pixel_filter(down):
     return make
 
 
+def _cwgdn():
+    from deblurlayers import CWGDN
+
+    return CWGDN(), (torch.randn(1, 10, 64, 64, 64),)
+
+
 ROWS: List[Row] = [
     Row("ops.haar_dwt2d", "1x64x360x640", _haar_dwt),
     Row("ops.haar_idwt2d", "1x64x180x320 (+3C highs)", _haar_idwt),
     Row("ops.flow_warp", "1x64x180x320", _flow_warp, native=False),
     Row("ops.pixel_dynamic_filter", "1x64x184x320, k=3, full-res kernels", _pixel_filter(1)),
     Row("ops.pixel_dynamic_filter", "1x64x184x320, k=3, kernels at 1/8", _pixel_filter(8)),
+    Row("layers.CWGDN", "1x10x64x64x64 (DSTNet, 256² at 1/4)", _cwgdn, native=False),
 ]
 
 

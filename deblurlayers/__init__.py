@@ -3,8 +3,9 @@
 Importing never compiles anything: the native op library is built on the
 first call of an op that can use it (see ``native_status``).
 """
-from . import flops, ops
+from . import flops, layers, ops
 from .info import native_status
+from .layers import CWGDN
 from .version import __version__
 
-__all__ = ["__version__", "native_status", "ops", "flops"]
+__all__ = ["__version__", "native_status", "ops", "flops", "layers", "CWGDN"]

@@ -4,12 +4,13 @@ Every op with a native kernel has a ``*_reference`` twin with the same
 signature and result, the oracle in tests and the fallback without a compiler.
 """
 from ..utils.env import use_backend
-from .dynamic_filter import pixel_dynamic_filter, pixel_dynamic_filter_reference
+from .dynamic_filter import channel_dynamic_filter, pixel_dynamic_filter, pixel_dynamic_filter_reference
 from .flow_warp import flow_warp
 from .haar import haar_dwt2d, haar_dwt2d_reference, haar_idwt2d, haar_idwt2d_reference
 
 __all__ = [
     "use_backend",
+    "channel_dynamic_filter",
     "flow_warp",
     "pixel_dynamic_filter",
     "pixel_dynamic_filter_reference",
