@@ -73,6 +73,13 @@ def _cwgdn():
     return CWGDN(), (torch.randn(1, 10, 64, 64, 64),)
 
 
+def _dtff():
+    from deblurlayers import DTFF
+
+    x = torch.randn(1, 64, 128, 128)
+    return DTFF(), (x, torch.randn_like(x))
+
+
 ROWS: List[Row] = [
     Row("ops.haar_dwt2d", "1x64x360x640", _haar_dwt),
     Row("ops.haar_idwt2d", "1x64x180x320 (+3C highs)", _haar_idwt),
@@ -80,6 +87,7 @@ ROWS: List[Row] = [
     Row("ops.pixel_dynamic_filter", "1x64x184x320, k=3, full-res kernels", _pixel_filter(1)),
     Row("ops.pixel_dynamic_filter", "1x64x184x320, k=3, kernels at 1/8", _pixel_filter(8)),
     Row("layers.CWGDN", "1x10x64x64x64 (DSTNet, 256² at 1/4)", _cwgdn, native=False),
+    Row("layers.DTFF (one step)", "1x64x128x128 (DSTNet, 256² at 1/2)", _dtff),
 ]
 
 

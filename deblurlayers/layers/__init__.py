@@ -1,5 +1,6 @@
 """nn.Modules built on deblurlayers.ops (one file per layer family)."""
-from .blocks import LayerNorm2d
+from .blocks import LayerNorm2d, ResBlock
 from .cwgdn import CWGDN, ChannelDynamicKernels
+from .dtff import DTFF, PixelDynamicKernels
 
-__all__ = ["CWGDN", "ChannelDynamicKernels", "LayerNorm2d"]
+__all__ = ["CWGDN", "ChannelDynamicKernels", "DTFF", "PixelDynamicKernels", "LayerNorm2d", "ResBlock"]

@@ -1,11 +1,14 @@
 """Small building blocks shared by several layers and models."""
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-__all__ = ["LayerNorm2d"]
+__all__ = ["LayerNorm2d", "ResBlock", "pad_to_multiple"]
 
 
 class LayerNorm2d(nn.Module):
@@ -28,3 +31,50 @@ class LayerNorm2d(nn.Module):
         if x.dim() < 3 or x.shape[-3] != channels:
             raise ValueError(f"x: expected shape (..., C={channels}, H, W), got shape {tuple(x.shape)}")
         return rearrange(self.body(rearrange(x, "... c h w -> ... h w c")), "... h w c -> ... c h w")
+
+
+class ResBlock(nn.Module):
+    """``x + conv2(LeakyReLU(conv1(x)))``, 3x3 convolutions with bias, no normalisation.
+
+    Args:
+        channels: C.
+        negative_slope: of the LeakyReLU (0.1 in DSTNet).
+        init_scale: if given, Kaiming-normal initialisation scaled by this factor (BasicSR's
+            ``ResidualBlockNoBN`` uses 0.1); ``None`` keeps PyTorch's default initialisation.
+
+    Shape:
+        - Input: ``(N, C, H, W)``
+        - Output: ``(N, C, H, W)``
+    """
+
+    def __init__(self, channels: int, negative_slope: float = 0.1, init_scale: float = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = nn.LeakyReLU(negative_slope)
+        if init_scale is not None:
+            for conv in (self.conv1, self.conv2):
+                nn.init.kaiming_normal_(conv.weight)
+                conv.weight.data.mul_(init_scale)
+                nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.act(self.conv1(x)))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Pad the last two dims of ``x`` at the bottom/right up to multiples of ``multiple``.
+
+    Returns the padded tensor and the original ``(H, W)`` to crop back to. Reflection needs the
+    padding to be smaller than the size; larger gaps fall back to replication.
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x, (h, w)
+    if mode == "reflect" and (pad_h >= h or pad_w >= w):
+        mode = "replicate"
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:])
+    padded = F.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
+    return padded.reshape(*lead, *padded.shape[-3:]), (h, w)
