@@ -80,6 +80,12 @@ def _dtff():
     return DTFF(), (x, torch.randn_like(x))
 
 
+def _wavelet_fp():
+    from deblurlayers import WaveletFP
+
+    return WaveletFP(), (torch.randn(1, 4, 64, 128, 128),)
+
+
 ROWS: List[Row] = [
     Row("ops.haar_dwt2d", "1x64x360x640", _haar_dwt),
     Row("ops.haar_idwt2d", "1x64x180x320 (+3C highs)", _haar_idwt),
@@ -88,6 +94,7 @@ ROWS: List[Row] = [
     Row("ops.pixel_dynamic_filter", "1x64x184x320, k=3, kernels at 1/8", _pixel_filter(8)),
     Row("layers.CWGDN", "1x10x64x64x64 (DSTNet, 256² at 1/4)", _cwgdn, native=False),
     Row("layers.DTFF (one step)", "1x64x128x128 (DSTNet, 256² at 1/2)", _dtff),
+    Row("layers.WaveletFP", "1x4x64x128x128 (DSTNet config)", _wavelet_fp),
 ]
 
 

@@ -2,5 +2,6 @@
 from .blocks import LayerNorm2d, ResBlock
 from .cwgdn import CWGDN, ChannelDynamicKernels
 from .dtff import DTFF, PixelDynamicKernels
+from .wavelet_fp import WaveletFP
 
-__all__ = ["CWGDN", "ChannelDynamicKernels", "DTFF", "PixelDynamicKernels", "LayerNorm2d", "ResBlock"]
+__all__ = ["CWGDN", "ChannelDynamicKernels", "DTFF", "PixelDynamicKernels", "WaveletFP", "LayerNorm2d", "ResBlock"]

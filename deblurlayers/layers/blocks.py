@@ -62,14 +62,18 @@ class ResBlock(nn.Module):
         return x + self.conv2(self.act(self.conv1(x)))
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """Pad the last two dims of ``x`` at the bottom/right up to multiples of ``multiple``.
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect",
+                    min_size: int = 0) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Pad the last two dims of ``x`` at the bottom/right up to multiples of ``multiple``
+    (and at least ``min_size``).
 
     Returns the padded tensor and the original ``(H, W)`` to crop back to. Reflection needs the
     padding to be smaller than the size; larger gaps fall back to replication.
     """
     h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    target_h = max(h + (-h) % multiple, min_size + (-min_size) % multiple)
+    target_w = max(w + (-w) % multiple, min_size + (-min_size) % multiple)
+    pad_h, pad_w = target_h - h, target_w - w
     if pad_h == 0 and pad_w == 0:
         return x, (h, w)
     if mode == "reflect" and (pad_h >= h or pad_w >= w):
