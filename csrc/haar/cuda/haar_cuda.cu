@@ -10,18 +10,12 @@
 #include <tuple>
 
 #include "../haar.h"
+#include "deblurlayers/cuda_launch.cuh"
 #include "deblurlayers/haar.h"
 
 namespace deblurlayers {
 namespace haar {
 namespace {
-
-constexpr int kThreads = 256;
-
-int64_t num_blocks(int64_t n) {
-  // Grid-stride loops cover the rest; 65535 * 8 blocks saturate any GPU.
-  return std::min<int64_t>((n + kThreads - 1) / kThreads, 65535LL * 8);
-}
 
 // For 2x2 block `idx` (row-major over B*C planes of h x w blocks): the offset
 // of its top-left pixel in the full-resolution map and of its first high band
@@ -44,8 +38,7 @@ __global__ void dwt_kernel(const scalar_t* __restrict__ x,
                            int64_t h, int64_t w, float scale) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t W = 2 * w, band_stride = C * h * w;
-  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < n;
-       idx += (int64_t)gridDim.x * blockDim.x) {
+  DEBLURLAYERS_GRID_STRIDE_LOOP(idx, n) {
     const BlockOffsets at = block_offsets(idx, C, h, w);
     const scalar_t* top = x + at.pixel;
     opmath_t v0, v1, v2, v3;
@@ -66,8 +59,7 @@ __global__ void idwt_kernel(const scalar_t* __restrict__ ll,
                             int64_t h, int64_t w, float scale) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t W = 2 * w, band_stride = C * h * w;
-  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < n;
-       idx += (int64_t)gridDim.x * blockDim.x) {
+  DEBLURLAYERS_GRID_STRIDE_LOOP(idx, n) {
     const BlockOffsets at = block_offsets(idx, C, h, w);
     const int64_t hi = at.high;
     opmath_t a, bb, c, d;
@@ -95,7 +87,7 @@ std::tuple<at::Tensor, at::Tensor> dwt_cuda(const at::Tensor& x_in,
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "haar_dwt2d_cuda", [&] {
-        dwt_kernel<scalar_t><<<num_blocks(n), kThreads, 0, stream>>>(
+        dwt_kernel<scalar_t><<<grid_blocks(n), kThreadsPerBlock, 0, stream>>>(
             x.const_data_ptr<scalar_t>(), ll.mutable_data_ptr<scalar_t>(),
             highs.mutable_data_ptr<scalar_t>(), n, C, h, w,
             static_cast<float>(scale));
@@ -117,7 +109,7 @@ at::Tensor idwt_cuda(const at::Tensor& ll_in, const at::Tensor& highs_in,
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, ll.scalar_type(), "haar_idwt2d_cuda", [&] {
-        idwt_kernel<scalar_t><<<num_blocks(n), kThreads, 0, stream>>>(
+        idwt_kernel<scalar_t><<<grid_blocks(n), kThreadsPerBlock, 0, stream>>>(
             ll.const_data_ptr<scalar_t>(), highs.const_data_ptr<scalar_t>(),
             x.mutable_data_ptr<scalar_t>(), n, C, h, w,
             static_cast<float>(scale));

@@ -17,20 +17,11 @@
 
 #include "../pixel_dynamic_filter.h"
 #include "deblurlayers/bilinear.h"
+#include "deblurlayers/cuda_launch.cuh"
 
 namespace deblurlayers {
 namespace pixel_dynamic_filter {
 namespace {
-
-constexpr int kThreads = 256;
-
-int64_t num_blocks(int64_t n) {
-  return std::min<int64_t>((n + kThreads - 1) / kThreads, 65535LL * 8);
-}
-
-#define GRID_STRIDE_LOOP(i, n)                                              \
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); \
-       i += (int64_t)gridDim.x * blockDim.x)
 
 // Weight of tap plane `kplane` (Hk x Wk) at full-resolution pixel (y, x).
 template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
@@ -49,7 +40,7 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x,
                                scalar_t* __restrict__ out, Shape s, int64_t n) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t k = s.k, r = k / 2, taps = k * k;
-  GRID_STRIDE_LOOP(idx, n) {
+  DEBLURLAYERS_GRID_STRIDE_LOOP(idx, n) {
     const int64_t col = idx % s.W, y = (idx / s.W) % s.H, bc = idx / (s.W * s.H);
     const int64_t b = bc / s.C, g = (bc % s.C) / (s.C / s.G);
     const scalar_t* kplanes = kernels + (b * s.G + g) * taps * s.Hk * s.Wk;
@@ -71,7 +62,7 @@ __global__ void grad_input_kernel(const scalar_t* __restrict__ grad_out,
                                   scalar_t* __restrict__ grad_x, Shape s, int64_t n) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t k = s.k, r = k / 2, taps = k * k;
-  GRID_STRIDE_LOOP(idx, n) {
+  DEBLURLAYERS_GRID_STRIDE_LOOP(idx, n) {
     const int64_t col = idx % s.W, y = (idx / s.W) % s.H, bc = idx / (s.W * s.H);
     const int64_t b = bc / s.C, g = (bc % s.C) / (s.C / s.G);
     const scalar_t* kplanes = kernels + (b * s.G + g) * taps * s.Hk * s.Wk;
@@ -111,7 +102,7 @@ __global__ void grad_kernels_full_kernel(const scalar_t* __restrict__ grad_out,
                                          const scalar_t* __restrict__ x,
                                          scalar_t* __restrict__ grad_k, Shape s, int64_t n) {
   const int64_t taps = s.k * s.k;
-  GRID_STRIDE_LOOP(idx, n) {  // idx over (b, g, t, y, x) = grad_k's layout
+  DEBLURLAYERS_GRID_STRIDE_LOOP(idx, n) {  // idx over (b, g, t, y, x) = grad_k's layout
     const int64_t col = idx % s.W, y = (idx / s.W) % s.H, bgt = idx / (s.W * s.H);
     const int64_t t = bgt % taps, bg = bgt / taps;
     grad_k[idx] = full_weight_grad(grad_out, x, bg / s.G, bg % s.G, t, y, col, s);
@@ -124,7 +115,7 @@ __global__ void grad_kernels_low_res_kernel(const scalar_t* __restrict__ grad_ou
                                             opmath_t* __restrict__ grad_k, Shape s,
                                             int64_t n) {
   const int64_t taps = s.k * s.k;
-  GRID_STRIDE_LOOP(idx, n) {  // idx over (b, g, t, y, x) at full resolution
+  DEBLURLAYERS_GRID_STRIDE_LOOP(idx, n) {  // idx over (b, g, t, y, x) at full resolution
     const int64_t col = idx % s.W, y = (idx / s.W) % s.H, bgt = idx / (s.W * s.H);
     const int64_t t = bgt % taps, bg = bgt / taps;
     const opmath_t v = full_weight_grad(grad_out, x, bg / s.G, bg % s.G, t, y, col, s);
@@ -148,7 +139,7 @@ at::Tensor forward_cuda(const at::Tensor& x_in, const at::Tensor& kernels_in, in
   if (n == 0) return out;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_dynamic_filter_cuda", [&] {
-    forward_kernel<scalar_t><<<num_blocks(n), kThreads, 0, stream>>>(
+    forward_kernel<scalar_t><<<grid_blocks(n), kThreadsPerBlock, 0, stream>>>(
         x.const_data_ptr<scalar_t>(), kernels.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), s, n);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -170,21 +161,21 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out_in, 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_dynamic_filter_backward_cuda", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const int64_t n = x.numel();
-    grad_input_kernel<scalar_t><<<num_blocks(n), kThreads, 0, stream>>>(
+    grad_input_kernel<scalar_t><<<grid_blocks(n), kThreadsPerBlock, 0, stream>>>(
         grad_out.const_data_ptr<scalar_t>(), kernels.const_data_ptr<scalar_t>(), grad_x.mutable_data_ptr<scalar_t>(),
         s, n);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const int64_t m = s.B * s.G * s.taps() * s.H * s.W;  // full-resolution kernel values
     if (s.full_resolution()) {
       grad_k = at::empty(kernels.sizes(), kernels.options());
-      grad_kernels_full_kernel<scalar_t><<<num_blocks(m), kThreads, 0, stream>>>(
+      grad_kernels_full_kernel<scalar_t><<<grid_blocks(m), kThreadsPerBlock, 0, stream>>>(
           grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), grad_k.mutable_data_ptr<scalar_t>(), s,
           m);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
       at::globalContext().alertNotDeterministic("deblurlayers::pixel_dynamic_filter_backward (low-resolution kernels, CUDA)");
       at::Tensor acc = at::zeros(kernels.sizes(), kernels.options().dtype(c10::CppTypeToScalarType<opmath_t>::value));
-      grad_kernels_low_res_kernel<scalar_t, opmath_t><<<num_blocks(m), kThreads, 0, stream>>>(
+      grad_kernels_low_res_kernel<scalar_t, opmath_t><<<grid_blocks(m), kThreadsPerBlock, 0, stream>>>(
           grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), acc.mutable_data_ptr<opmath_t>(), s, m);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       grad_k = acc.to(kernels.scalar_type());
