@@ -120,20 +120,28 @@ class DTFF(nn.Module):
         v = a * torch.sigmoid(self.conv2(a)) + b * torch.sigmoid(self.conv3(b))
         return self.resblock_bcakward2d(self.kernel_conv_pixel(v))
 
-    def propagate(self, features: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-        """Run the step over a clip from a zero state: ``h_t = F(x_t, h_{t-1})`` (or t+1 if reverse).
+    def propagate(self, features: torch.Tensor, reverse: bool = False, start: str = "zeros") -> torch.Tensor:
+        """Run the step over a clip: ``h_t = F(x_t, h_{t-1})`` (``h_{t+1}`` if ``reverse``).
 
         Args:
             features: ``(B, T, P, H, W)``.
             reverse: propagate from the last frame to the first.
+            start: ``"zeros"``: the first frame is fused with a zero state (DSTNet's code);
+                ``"input"``: the first state is the first frame's features themselves, with no
+                fusion (DSTNet's eqs. 7-8).
 
         Returns:
             ``(B, T, P, H, W)``: the state after each frame.
         """
         check_shape(features, "B T P H W", name="features", sizes={"P": self.channels})
-        order = range(features.shape[1] - 1, -1, -1) if reverse else range(features.shape[1])
+        if start not in ("zeros", "input"):
+            raise ValueError(f"start: expected 'zeros' or 'input', got {start!r}")
+        order = list(range(features.shape[1]))
+        if reverse:
+            order.reverse()
         outputs = [None] * features.shape[1]
-        h = torch.zeros_like(features[:, 0])
-        for t in order:
+        first = order[0]
+        h = outputs[first] = features[:, first] if start == "input" else self(features[:, first])
+        for t in order[1:]:
             h = outputs[t] = self(features[:, t], h)
         return torch.stack(outputs, dim=1)

@@ -120,22 +120,12 @@ class WaveletFP(nn.Module):
 
     def _propagate(self, clip: torch.Tensor) -> torch.Tensor:
         """Bidirectional DTFF over ``(B, T, C, h, w)``: backward pass, then forward over its outputs."""
-        frames = clip.shape[1]
         if hasattr(self, "up"):
             clip = self._per_frame(self.up, clip)
-        states, h = [None] * frames, None
-        for t in range(frames - 1, -1, -1):
-            h = states[t] = self._step(self.backward_propagation, clip[:, t], h, first=t == frames - 1)
-        outputs, h = [None] * frames, None
-        for t in range(frames):
-            h = outputs[t] = self._step(self.forward_propagation, states[t], h, first=t == 0)
-        out = torch.stack(outputs, dim=1)
+        start = "input" if self.init == "paper" else "zeros"
+        states = self.backward_propagation.propagate(clip, reverse=True, start=start)
+        out = self.forward_propagation.propagate(states, start=start)
         return self._per_frame(self.down, out) if hasattr(self, "down") else out
-
-    def _step(self, dtff: DTFF, x: torch.Tensor, h, first: bool) -> torch.Tensor:
-        if first and self.init == "paper":  # eqs. 7-8: the first state is the input itself
-            return x
-        return dtff(x, torch.zeros_like(x) if h is None else h)
 
     @staticmethod
     def _per_frame(conv: nn.Module, clip: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,18 @@ __device__ __forceinline__ opmath_t weight_at(const scalar_t* kplane, int64_t y,
          ty.l1 * lerp_tap(kplane + ty.i1 * s.Wk, tx);
 }
 
+// Element idx of a (B, C, H, W) map: its column, row, (b, c) plane, and the
+// offset of its kernel group's k*k tap planes in `kernels`.
+struct PixelIndex {
+  int64_t col, y, plane, kernel_offset;
+};
+
+__device__ __forceinline__ PixelIndex pixel_index(int64_t idx, const Shape& s) {
+  const int64_t col = idx % s.W, y = (idx / s.W) % s.H, bc = idx / (s.W * s.H);
+  const int64_t b = bc / s.C, g = (bc % s.C) / (s.C / s.G);
+  return {col, y, bc, (b * s.G + g) * s.k * s.k * s.Hk * s.Wk};
+}
+
 template <typename scalar_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ x,
                                const scalar_t* __restrict__ kernels,
@@ -41,10 +53,10 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x,
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t k = s.k, r = k / 2, taps = k * k;
   DEBLURLAYERS_GRID_STRIDE_LOOP(idx, n) {
-    const int64_t col = idx % s.W, y = (idx / s.W) % s.H, bc = idx / (s.W * s.H);
-    const int64_t b = bc / s.C, g = (bc % s.C) / (s.C / s.G);
-    const scalar_t* kplanes = kernels + (b * s.G + g) * taps * s.Hk * s.Wk;
-    const scalar_t* plane = x + bc * s.H * s.W;
+    const PixelIndex at = pixel_index(idx, s);
+    const int64_t col = at.col, y = at.y;
+    const scalar_t* kplanes = kernels + at.kernel_offset;
+    const scalar_t* plane = x + at.plane * s.H * s.W;
     opmath_t acc = 0;
     for (int64_t t = 0; t < taps; ++t) {
       const int64_t yy = y + t / k - r, xx = col + t % k - r;
@@ -63,10 +75,10 @@ __global__ void grad_input_kernel(const scalar_t* __restrict__ grad_out,
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t k = s.k, r = k / 2, taps = k * k;
   DEBLURLAYERS_GRID_STRIDE_LOOP(idx, n) {
-    const int64_t col = idx % s.W, y = (idx / s.W) % s.H, bc = idx / (s.W * s.H);
-    const int64_t b = bc / s.C, g = (bc % s.C) / (s.C / s.G);
-    const scalar_t* kplanes = kernels + (b * s.G + g) * taps * s.Hk * s.Wk;
-    const scalar_t* plane = grad_out + bc * s.H * s.W;
+    const PixelIndex at = pixel_index(idx, s);
+    const int64_t col = at.col, y = at.y;
+    const scalar_t* kplanes = kernels + at.kernel_offset;
+    const scalar_t* plane = grad_out + at.plane * s.H * s.W;
     opmath_t acc = 0;
     for (int64_t t = 0; t < taps; ++t) {  // output pixel p = q - d_t read this input through tap t
       const int64_t py = y - (t / k - r), px = col - (t % k - r);
