@@ -25,4 +25,17 @@ TORCH_LIBRARY(deblurlayers, m) {
   m.def("pixel_dynamic_filter(Tensor x, Tensor kernels, int kernel_size) -> Tensor");
   m.def("pixel_dynamic_filter_backward(Tensor grad_out, Tensor x, Tensor kernels, int kernel_size)"
         " -> (Tensor grad_x, Tensor grad_kernels)");
+
+  // Multi-scale deformable attention (Deformable-DETR's op, same signature):
+  //   out[n, q, m*D + d] = sum_{l, p} A[n,q,m,l,p] *
+  //       bilinear(value_l[n, :, :, m, d], loc_x * W_l - 0.5, loc_y * H_l - 0.5)
+  // value: (N, S, M, D) with level l at rows [level_start_index[l], +H_l*W_l);
+  // spatial_shapes: (L, 2) int64 (H_l, W_l); sampling_locations:
+  // (N, Lq, M, L, P, 2) normalised (x, y); attention_weights: (N, Lq, M, L, P);
+  // zero padding. Returns (N, Lq, M*D).
+  m.def("ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+        "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
+  m.def("ms_deform_attn_backward(Tensor grad_out, Tensor value, Tensor spatial_shapes, "
+        "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights)"
+        " -> (Tensor grad_value, Tensor grad_sampling_locations, Tensor grad_attention_weights)");
 }

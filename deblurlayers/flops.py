@@ -18,6 +18,11 @@ Per-op conventions:
   on-the-fly upsampling of a low-resolution kernel map is not counted, as
   ``F.interpolate`` is not in the reference); backward twice that (input and
   kernel gradients).
+- Multi-scale deformable attention: per sampled point and channel, 4 MACs
+  for the bilinear tap sum and 1 for the attention weighting (5); backward 14:
+  4 for the value gradient, 8 for the location gradient (as bilinear
+  sampling), 1 for the weight gradient and 1 for scaling the incoming
+  gradient by the weight. The reference (grid_sample + matmul) counts the same.
 """
 from __future__ import annotations
 
@@ -57,6 +62,23 @@ def pixel_dynamic_filter_flops(x_shape, kernels_shape=None, kernel_size=3, *args
 def pixel_dynamic_filter_backward_flops(grad_out_shape, x_shape=None, kernels_shape=None, kernel_size=3, *args,
                                         out_shape=None, **kwargs) -> int:
     return 2 * 2 * kernel_size * kernel_size * _numel(x_shape)
+
+
+def _attention_samples(value_shape, weights_shape) -> int:
+    """Sampled (point, channel) pairs: N * Lq * M * L * P * D."""
+    return _numel(weights_shape) * int(value_shape[3])
+
+
+def ms_deform_attn_flops(value_shape, spatial_shapes_shape=None, level_start_index_shape=None,
+                         sampling_locations_shape=None, attention_weights_shape=None, *args, out_shape=None,
+                         **kwargs) -> int:
+    return 2 * 5 * _attention_samples(value_shape, attention_weights_shape)
+
+
+def ms_deform_attn_backward_flops(grad_out_shape, value_shape=None, spatial_shapes_shape=None,
+                                  level_start_index_shape=None, sampling_locations_shape=None,
+                                  attention_weights_shape=None, *args, out_shape=None, **kwargs) -> int:
+    return 2 * 14 * _attention_samples(value_shape, attention_weights_shape)
 
 
 # ---------------------------------------------------------------------------

@@ -39,3 +39,54 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE opmath_t lerp_tap(const T* v,
 }
 
 }  // namespace deblurlayers
+
+namespace deblurlayers {
+
+// Bilinear sampling of an H x W map at a real-valued pixel position (x, y)
+// with zero padding: pixel (i, j) holds its value at (x, y) = (j, i); taps
+// outside the map read 0. A sample with x <= -1, x >= W, y <= -1 or y >= H
+// touches no pixel and is skipped (`inside` = false), which is also what
+// Deformable-DETR's kernel does.
+//
+// Tap t in 0..3 is pixel (y0 + t / 2, x0 + t % 2). `weight` is its
+// interpolation weight; `dweight_dx` / `dweight_dy` its derivatives with
+// respect to x and y (the same for a tap outside the map, whose value is 0,
+// so the gradients of the zero-padded surface come out right).
+template <typename opmath_t>
+struct ZeroPadBilinear {
+  bool inside;
+  bool valid[4];
+  int64_t offset[4];  // y * W + x of each valid tap
+  opmath_t weight[4];
+  opmath_t dweight_dx[4];
+  opmath_t dweight_dy[4];
+};
+
+template <typename opmath_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE ZeroPadBilinear<opmath_t> zero_pad_bilinear(
+    opmath_t x, opmath_t y, int64_t H, int64_t W) {
+  ZeroPadBilinear<opmath_t> s;
+  s.inside = x > opmath_t(-1) && y > opmath_t(-1) && x < static_cast<opmath_t>(W) &&
+             y < static_cast<opmath_t>(H);
+  if (!s.inside) return s;
+  // floor() of a value > -1: truncation toward zero is wrong only in (-1, 0).
+  const int64_t x0 = x < 0 ? -1 : static_cast<int64_t>(x);
+  const int64_t y0 = y < 0 ? -1 : static_cast<int64_t>(y);
+  const opmath_t lx = x - static_cast<opmath_t>(x0), ly = y - static_cast<opmath_t>(y0);
+  const opmath_t hx = 1 - lx, hy = 1 - ly;
+  const bool col_ok[2] = {x0 >= 0, x0 + 1 < W};
+  const bool row_ok[2] = {y0 >= 0, y0 + 1 < H};
+  const opmath_t wx[2] = {hx, lx}, wy[2] = {hy, ly};
+#pragma unroll
+  for (int t = 0; t < 4; ++t) {
+    const int r = t / 2, c = t % 2;
+    s.valid[t] = row_ok[r] && col_ok[c];
+    s.offset[t] = (y0 + r) * W + (x0 + c);
+    s.weight[t] = wy[r] * wx[c];
+    s.dweight_dx[t] = c ? wy[r] : -wy[r];
+    s.dweight_dy[t] = r ? wx[c] : -wx[c];
+  }
+  return s;
+}
+
+}  // namespace deblurlayers

@@ -1,0 +1,239 @@
+// Multi-scale deformable attention on the CPU.
+//
+// Forward: one task per run of queries; for each (query, head) the D channels
+// of every bilinear tap are accumulated in an fp32 (fp64 for double) row
+// that stays in cache across the L*P samples.
+//
+// Backward: one task per (sample, head, level). The value gradient of level
+// l and head m is a scatter into rows [start_l, start_l + H_l*W_l) and
+// channels [m*D, (m+1)*D) that only this task touches, and the location and
+// weight gradients of every sample of that (head, level) are owned by it
+// too, so no atomics are needed and the result is deterministic.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "../ms_deform_attn.h"
+#include "deblurlayers/alloc.h"
+#include "deblurlayers/bilinear.h"
+#include "deblurlayers/cpu_dispatch.h"
+
+namespace deblurlayers {
+namespace ms_deform_attn {
+namespace {
+
+template <typename scalar_t>
+using opmath = at::opmath_type<scalar_t>;
+
+// y += a * x over n channels.
+template <typename scalar_t, typename opmath_t>
+inline void axpy(opmath_t a, const scalar_t* __restrict__ x, opmath_t* __restrict__ y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += a * static_cast<opmath_t>(x[i]);
+}
+
+template <typename scalar_t, typename opmath_t>
+inline opmath_t dot(const scalar_t* __restrict__ x, const opmath_t* __restrict__ y, int64_t n) {
+  opmath_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<opmath_t>(x[i]) * y[i];
+  return sum;
+}
+
+// The pixel position Deformable-DETR samples for a normalised location:
+// (0, 0) is the top-left corner of the map, pixel centres sit at +0.5.
+template <typename opmath_t, typename scalar_t>
+inline ZeroPadBilinear<opmath_t> taps_at(const scalar_t* loc, int64_t H, int64_t W) {
+  return zero_pad_bilinear<opmath_t>(static_cast<opmath_t>(loc[0]) * W - opmath_t(0.5),
+                                     static_cast<opmath_t>(loc[1]) * H - opmath_t(0.5), H, W);
+}
+
+struct Levels {
+  const int64_t* hw;     // (L, 2)
+  const int64_t* start;  // (L,)
+};
+
+template <typename scalar_t>
+struct Args {
+  const scalar_t* value;
+  Levels levels;
+  const scalar_t* loc;
+  const scalar_t* attn;
+  Shape s;
+};
+
+// out rows [begin, end) of the flattened (N * Lq) queries; acc: D scratch values.
+template <typename scalar_t>
+DEBLURLAYERS_CPU_CLONES void attend_queries(int64_t begin, int64_t end, const Args<scalar_t>& in,
+                                            scalar_t* out, opmath<scalar_t>* acc) {
+  using opmath_t = opmath<scalar_t>;
+  const Shape& s = in.s;
+  const int64_t row = s.M * s.D;  // stride between spatial positions of value
+  for (int64_t nq = begin; nq < end; ++nq) {
+    const int64_t n = nq / s.Lq;
+    for (int64_t m = 0; m < s.M; ++m) {
+      std::fill_n(acc, s.D, opmath_t(0));
+      for (int64_t l = 0; l < s.L; ++l) {
+        const int64_t H = in.levels.hw[2 * l], W = in.levels.hw[2 * l + 1];
+        const scalar_t* v = in.value + (n * s.S + in.levels.start[l]) * row + m * s.D;
+        for (int64_t p = 0; p < s.P; ++p) {
+          const int64_t i = s.sample_index(nq, m, l, p);
+          const auto taps = taps_at<opmath_t>(in.loc + 2 * i, H, W);
+          if (!taps.inside) continue;
+          const opmath_t a = static_cast<opmath_t>(in.attn[i]);
+          for (int t = 0; t < 4; ++t) {
+            if (taps.valid[t]) axpy(a * taps.weight[t], v + taps.offset[t] * row, acc, s.D);
+          }
+        }
+      }
+      scalar_t* o = out + nq * row + m * s.D;
+      for (int64_t d = 0; d < s.D; ++d) o[d] = static_cast<scalar_t>(acc[d]);
+    }
+  }
+}
+
+template <typename scalar_t>
+void forward_kernel(const Args<scalar_t>& in, scalar_t* out) {
+  const Shape& s = in.s;
+  const int64_t work_per_query = std::max<int64_t>(1, s.M * s.L * s.P * s.D);
+  at::parallel_for(0, s.N * s.Lq, std::max<int64_t>(1, 65536 / work_per_query), [&](int64_t begin, int64_t end) {
+    std::vector<opmath<scalar_t>> acc(s.D);
+    attend_queries(begin, end, in, out, acc.data());
+  });
+}
+
+// Task (n, m, l): the gradients of every sample of head m on level l of
+// sample n. grad_value is accumulated in opmath_t (a separate fp32 buffer for
+// half/bfloat16, the output itself otherwise); g: D scratch values.
+template <typename scalar_t>
+DEBLURLAYERS_CPU_CLONES void backward_task(int64_t task, const scalar_t* grad_out, const Args<scalar_t>& in,
+                                           opmath<scalar_t>* grad_value, scalar_t* grad_loc, scalar_t* grad_attn,
+                                           opmath<scalar_t>* g) {
+  using opmath_t = opmath<scalar_t>;
+  const Shape& s = in.s;
+  const int64_t row = s.M * s.D;
+  const int64_t l = task % s.L, m = (task / s.L) % s.M, n = task / (s.L * s.M);
+  const int64_t H = in.levels.hw[2 * l], W = in.levels.hw[2 * l + 1];
+  const int64_t level_offset = (n * s.S + in.levels.start[l]) * row + m * s.D;
+  const scalar_t* v = in.value + level_offset;
+  opmath_t* gv = grad_value + level_offset;
+  for (int64_t pos = 0; pos < H * W; ++pos) std::fill_n(gv + pos * row, s.D, opmath_t(0));
+  for (int64_t q = 0; q < s.Lq; ++q) {
+    const int64_t nq = n * s.Lq + q;
+    const scalar_t* go = grad_out + nq * row + m * s.D;
+    for (int64_t d = 0; d < s.D; ++d) g[d] = static_cast<opmath_t>(go[d]);
+    for (int64_t p = 0; p < s.P; ++p) {
+      const int64_t i = s.sample_index(nq, m, l, p);
+      const auto taps = taps_at<opmath_t>(in.loc + 2 * i, H, W);
+      opmath_t d_attn = 0, d_x = 0, d_y = 0;
+      if (taps.inside) {
+        const opmath_t a = static_cast<opmath_t>(in.attn[i]);
+        for (int t = 0; t < 4; ++t) {
+          if (!taps.valid[t]) continue;
+          const int64_t off = taps.offset[t] * row;
+          const opmath_t vg = dot(v + off, g, s.D);  // <value tap, grad_out>
+          axpy(a * taps.weight[t], g, gv + off, s.D);
+          d_attn += taps.weight[t] * vg;
+          d_x += taps.dweight_dx[t] * vg;
+          d_y += taps.dweight_dy[t] * vg;
+        }
+        // Chain rule through x = loc_x * W - 0.5 and y = loc_y * H - 0.5.
+        d_x *= a * W;
+        d_y *= a * H;
+      }
+      grad_attn[i] = static_cast<scalar_t>(d_attn);
+      grad_loc[2 * i] = static_cast<scalar_t>(d_x);
+      grad_loc[2 * i + 1] = static_cast<scalar_t>(d_y);
+    }
+  }
+}
+
+template <typename scalar_t>
+void backward_kernel(const scalar_t* grad_out, const Args<scalar_t>& in, opmath<scalar_t>* grad_value,
+                     scalar_t* grad_loc, scalar_t* grad_attn) {
+  const Shape& s = in.s;
+  at::parallel_for(0, s.N * s.M * s.L, 1, [&](int64_t begin, int64_t end) {
+    std::vector<opmath<scalar_t>> g(s.D);
+    for (int64_t task = begin; task < end; ++task) {
+      backward_task(task, grad_out, in, grad_value, grad_loc, grad_attn, g.data());
+    }
+  });
+}
+
+struct Inputs {
+  at::Tensor value, spatial_shapes, level_start_index, sampling_locations, attention_weights;
+  Shape shape;
+  template <typename scalar_t>
+  Args<scalar_t> args() const {
+    return {value.const_data_ptr<scalar_t>(),
+            {spatial_shapes.const_data_ptr<int64_t>(), level_start_index.const_data_ptr<int64_t>()},
+            sampling_locations.const_data_ptr<scalar_t>(), attention_weights.const_data_ptr<scalar_t>(), shape};
+  }
+};
+
+Inputs contiguous_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                         const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                         const at::Tensor& attention_weights, const char* op) {
+  const Shape s = check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                               attention_weights, op);
+  return {value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
+          sampling_locations.contiguous(), attention_weights.contiguous(), s};
+}
+
+at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                       const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                       const at::Tensor& attention_weights) {
+  const Inputs in = contiguous_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                                      attention_weights, "ms_deform_attn");
+  const Shape& s = in.shape;
+  at::Tensor out = empty_output({s.N, s.Lq, s.M * s.D}, value.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cpu", [&] {
+    forward_kernel<scalar_t>(in.args<scalar_t>(), out.mutable_data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
+    const at::Tensor& grad_out_in, const at::Tensor& value, const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights) {
+  const Inputs in = contiguous_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                                      attention_weights, "ms_deform_attn_backward");
+  const Shape& s = in.shape;
+  check_same_device_dtype(grad_out_in, value, "ms_deform_attn_backward: grad_out", "value");
+  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == s.N && grad_out_in.size(1) == s.Lq &&
+                  grad_out_in.size(2) == s.M * s.D,
+              "ms_deform_attn_backward: grad_out: expected shape (", s.N, ", ", s.Lq, ", ", s.M * s.D,
+              "), got ", grad_out_in.sizes());
+  const at::Tensor grad_out = grad_out_in.contiguous();
+  const bool reduced = value.scalar_type() == at::kHalf || value.scalar_type() == at::kBFloat16;
+  at::Tensor grad_value = empty_output(value.sizes(), value.options().dtype(reduced ? at::kFloat : value.scalar_type()));
+  at::Tensor grad_loc = empty_output(sampling_locations.sizes(), sampling_locations.options());
+  at::Tensor grad_attn = empty_output(attention_weights.sizes(), attention_weights.options());
+  // Every value row belongs to one level and every (sample, head, level) task
+  // zeroes its own rows first, so the gradients need no separate zero-fill.
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
+    backward_kernel<scalar_t>(grad_out.const_data_ptr<scalar_t>(), in.args<scalar_t>(),
+                              grad_value.mutable_data_ptr<opmath<scalar_t>>(),
+                              grad_loc.mutable_data_ptr<scalar_t>(), grad_attn.mutable_data_ptr<scalar_t>());
+  });
+  if (reduced) grad_value = grad_value.to(value.scalar_type());
+  return {grad_value, grad_loc, grad_attn};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(deblurlayers, CPU, m) {
+  m.impl("ms_deform_attn", &forward_cpu);
+  m.impl("ms_deform_attn_backward", &backward_cpu);
+}
+
+}  // namespace ms_deform_attn
+}  // namespace deblurlayers
