@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from ..utils import check_floating, check_same_device, check_shape
 
-__all__ = ["flow_warp"]
+__all__ = ["flow_warp", "masked_flow_warp", "compose_flows", "all_pairs_flows"]
 
 _PADDING_MODES = ("zeros", "border", "reflection")
 _MODES = ("bilinear", "nearest")
@@ -84,3 +84,73 @@ def _sampling_grid(flow: torch.Tensor, align_corners: bool) -> torch.Tensor:
         gx = (2.0 * px + 1.0) / w - 1.0
         gy = (2.0 * py + 1.0) / h - 1.0
     return torch.stack((gx, gy), dim=-1)
+
+
+def masked_flow_warp(x: torch.Tensor, flow: torch.Tensor, threshold: float = 0.999) -> torch.Tensor:
+    """Border-padded :func:`flow_warp`, zeroed where the sample leaves the map (STDAN's ``warp_m``).
+
+    The mask is 1 where warping a map of ones with zero padding gives at least ``threshold``, i.e.
+    where the bilinear footprint lies (almost) entirely inside; it carries no gradient.
+
+    Args:
+        x: ``(B, C, H, W)``.
+        flow: ``(B, 2, H, W)`` in pixels.
+        threshold: coverage below which a sample counts as outside.
+
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    warped = flow_warp(x, flow, padding_mode="border")
+    with torch.no_grad():
+        coverage = flow_warp(torch.ones_like(x[:, :1]), flow, padding_mode="zeros")
+    return warped * (coverage >= threshold).to(warped.dtype)
+
+
+def compose_flows(flow_ab: torch.Tensor, flow_bc: torch.Tensor, masked: bool = True) -> torch.Tensor:
+    """``O[a->c] = O[a->b] + warp(O[b->c], O[a->b])``: chain two backward flows.
+
+    A pixel ``p`` of frame a is at ``p + O[a->b](p)`` in frame b, whose flow to c is read there.
+    ``masked=True`` uses :func:`masked_flow_warp` (STDAN: no displacement is added where frame b's
+    flow is read off the map), ``False`` the border-padded warp.
+
+    Args:
+        flow_ab: ``(B, 2, H, W)`` on frame a's grid.
+        flow_bc: ``(B, 2, H, W)`` on frame b's grid.
+
+    Returns:
+        ``(B, 2, H, W)`` on frame a's grid.
+    """
+    warp = masked_flow_warp if masked else (lambda x, f: flow_warp(x, f, padding_mode="border"))
+    return flow_ab + warp(flow_bc, flow_ab)
+
+
+def all_pairs_flows(flows_to_next: torch.Tensor, flows_to_prev: torch.Tensor, masked: bool = True) -> torch.Tensor:
+    """Flows between every pair of frames of a clip, chained from the adjacent ones.
+
+    ``out[:, t, l] = O[t->l]`` (zero for ``l == t``). Non-adjacent flows are composed outward from
+    frame t with :func:`compose_flows`: ``O[t->l] = compose(O[t->l-1], O[l-1->l])`` for ``l > t``,
+    and symmetrically for ``l < t``; for three frames this is STDAN's base-offset table.
+
+    Args:
+        flows_to_next: ``(B, T-1, 2, H, W)``, ``[:, t] = O[t->t+1]`` (conventions §2).
+        flows_to_prev: ``(B, T-1, 2, H, W)``, ``[:, t] = O[t+1->t]``.
+        masked: see :func:`compose_flows`.
+
+    Returns:
+        ``(B, T, T, 2, H, W)``.
+    """
+    dims = check_shape(flows_to_next, "B Tm1 2 H W", name="flows_to_next")
+    check_shape(flows_to_prev, "B Tm1 2 H W", name="flows_to_prev", sizes=dims)
+    frames = dims["Tm1"] + 1
+    zero = flows_to_next.new_zeros(dims["B"], 2, dims["H"], dims["W"])
+    rows = []
+    for t in range(frames):
+        row = [zero] * frames
+        for l in range(t + 1, frames):  # forward in time, outward from t
+            step = flows_to_next[:, l - 1]
+            row[l] = step if l == t + 1 else compose_flows(row[l - 1], step, masked)
+        for l in range(t - 1, -1, -1):  # backward in time
+            step = flows_to_prev[:, l]
+            row[l] = step if l == t - 1 else compose_flows(row[l + 1], step, masked)
+        rows.append(torch.stack(row, dim=1))
+    return torch.stack(rows, dim=1)
