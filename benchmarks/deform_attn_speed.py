@@ -12,7 +12,8 @@ Peers:
                 stacked, then weighted and summed
 Forward = the op alone; backward = autograd.grad to value, locations and weights (forward
 excluded). Time: best of --repeats interleaved medians. Extra memory: peak resident-set growth of
-a fresh process running forward (or forward + backward) once, over the inputs it already holds.
+a fresh process running forward (or forward + backward) once, over the inputs it already holds
+(the high-water mark is reset after the inputs are built, via /proc/self/clear_refs).
 """
 from __future__ import annotations
 
@@ -97,9 +98,9 @@ def peak_extra_mb(name, h, w, backward):
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
     code = f"""
 import torch, sys
-def hwm_mb():
+def status_mb(key):
     for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
 sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
 from deform_attn_speed import call, make_inputs
@@ -107,11 +108,14 @@ torch.set_num_threads(1)
 value, levels, loc, weights = make_inputs({h}, {w}, requires_grad={backward})
 small = make_inputs(4, 4, requires_grad={backward})
 call({name!r}, *small)  # load libraries first
-before = hwm_mb()
+# Building the inputs peaked above what they occupy: restart the high-water mark from here.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status_mb("VmRSS")
 out = call({name!r}, value, levels, loc, weights)
 if {backward}:
     torch.autograd.grad(out, (value, loc, weights), torch.ones_like(out))
-print(hwm_mb() - before)
+print(status_mb("VmHWM") - before)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(proc.stdout.split()[-1])

@@ -67,6 +67,45 @@ def _pixel_filter(down):
     return make
 
 
+def _ms_deform_attn():
+    h, w = 64, 64  # STDANet's 256x256 training crops at 1/4
+    value = torch.randn(1, 3 * h * w, 4, 32)
+    loc = torch.rand(1, 3 * h * w, 4, 3, 12, 2)
+    weights = torch.rand(1, 3 * h * w, 4, 3, 12).softmax(-1)
+    return (lambda v, l, a: ops.ms_deform_attn(v, [(h, w)] * 3, None, l, a)), (value, loc, weights)
+
+
+def _stda_inputs():
+    return torch.randn(1, 3, 128, 64, 64), 2 * torch.randn(1, 2, 2, 64, 64), 2 * torch.randn(1, 2, 2, 64, 64)
+
+
+def _deformable_attention():
+    from deblurlayers import DeformableAttention
+
+    x, _, _ = _stda_inputs()
+    return DeformableAttention(), (x, x, 2 * torch.randn(1, 3, 3, 2, 64, 64))
+
+
+def _mma():
+    from deblurlayers import MultiToMultiAttention
+
+    x, nxt, prv = _stda_inputs()
+    return MultiToMultiAttention(), (x, x, nxt, prv)
+
+
+def _msa():
+    from deblurlayers import MultiToSingleAttention
+
+    x, nxt, prv = _stda_inputs()
+    return MultiToSingleAttention(), (x, x, nxt, prv)
+
+
+def _stda():
+    from deblurlayers import STDA
+
+    return STDA(), _stda_inputs()
+
+
 def _cwgdn():
     from deblurlayers import CWGDN
 
@@ -92,6 +131,11 @@ ROWS: List[Row] = [
     Row("ops.flow_warp", "1x64x180x320", _flow_warp, native=False),
     Row("ops.pixel_dynamic_filter", "1x64x184x320, k=3, full-res kernels", _pixel_filter(1)),
     Row("ops.pixel_dynamic_filter", "1x64x184x320, k=3, kernels at 1/8", _pixel_filter(8)),
+    Row("ops.ms_deform_attn", "value 1x3·64²x4x32, Lq=3·64², L=3, P=12", _ms_deform_attn),
+    Row("layers.DeformableAttention (MMA layout)", "1x3x128x64x64 (STDANet, 256² at 1/4)", _deformable_attention),
+    Row("layers.MultiToMultiAttention (MMA)", "1x3x128x64x64", _mma),
+    Row("layers.MultiToSingleAttention (MSA)", "1x3x128x64x64", _msa),
+    Row("layers.STDA (MMA + MSA)", "1x3x128x64x64", _stda),
     Row("layers.CWGDN", "1x10x64x64x64 (DSTNet, 256² at 1/4)", _cwgdn, native=False),
     Row("layers.DTFF (one step)", "1x64x128x128 (DSTNet, 256² at 1/2)", _dtff),
     Row("layers.WaveletFP", "1x4x64x128x128 (DSTNet config)", _wavelet_fp),

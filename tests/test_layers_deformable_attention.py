@@ -326,3 +326,17 @@ def test_offsets_learning_rate_group_is_selectable_by_name():
     names = [n for n, _ in stda.named_parameters() if "sampling_offsets" in n]
     assert names == ["MMA.defor_attn.sampling_offsets.weight", "MMA.defor_attn.sampling_offsets.bias",
                      "MSA.defor_attn.sampling_offsets.weight", "MSA.defor_attn.sampling_offsets.bias"]
+
+
+def test_flops_at_720p_match_the_official_model():
+    """Spec §5.1 (FlopCounterMode on the official STDAN at 720p): MMA 393 and MSA 309 GMACs of
+    convolutions, about 5 GMACs of deformable sampling for the two."""
+    from deblurlayers.flops import count_flops
+
+    x, flows = torch.zeros(1, 3, 128, 180, 320), torch.zeros(1, 2, 2, 180, 320)
+    mma = count_flops(MultiToMultiAttention(), x, x, flows, flows).by_op
+    msa = count_flops(MultiToSingleAttention(), x, x, flows, flows).by_op
+    assert round(mma["aten.convolution"] / 2e9) == 393
+    assert round(msa["aten.convolution"] / 2e9) == 309
+    sampling = (mma["deblurlayers.ms_deform_attn"] + msa["deblurlayers.ms_deform_attn"]) / 2e9
+    assert 4.5 < sampling < 6.0
