@@ -106,6 +106,19 @@ def _stda():
     return STDA(), _stda_inputs()
 
 
+def _blur_map():
+    from deblurlayers import BlurMap
+
+    flows = 4 * torch.randn(1, 47, 2, 64, 64)  # BSSTNet: 48 frames, 256² at 1/4
+    return BlurMap(), (flows, flows.flip(1))
+
+
+def _factorized_attention():
+    from deblurlayers import FactorizedSTAttention
+
+    return FactorizedSTAttention(), (torch.randn(1, 5, 64, 64, 64),)
+
+
 def _cwgdn():
     from deblurlayers import CWGDN
 
@@ -136,6 +149,8 @@ ROWS: List[Row] = [
     Row("layers.MultiToMultiAttention (MMA)", "1x3x128x64x64", _mma),
     Row("layers.MultiToSingleAttention (MSA)", "1x3x128x64x64", _msa),
     Row("layers.STDA (MMA + MSA)", "1x3x128x64x64", _stda),
+    Row("layers.BlurMap", "flows 1x47x2x64x64 (BSSTNet, 48 frames of 256² at 1/4)", _blur_map, native=False),
+    Row("layers.FactorizedSTAttention", "1x5x64x64x64 (T=5, C=64)", _factorized_attention, native=False),
     Row("layers.CWGDN", "1x10x64x64x64 (DSTNet, 256² at 1/4)", _cwgdn, native=False),
     Row("layers.DTFF (one step)", "1x64x128x128 (DSTNet, 256² at 1/2)", _dtff),
     Row("layers.WaveletFP", "1x4x64x128x128 (DSTNet config)", _wavelet_fp),

@@ -182,7 +182,8 @@ def count_flops(module_or_fn: Callable, *inputs: Any, backward: bool = False, **
             if not leaves:
                 raise ValueError("backward=True: no output requires grad (give an input requires_grad=True)")
             sum(t.sum() for t in leaves).backward()
-    by_op = {str(op): int(n) for op, n in counter.get_flop_counts()["Global"].items()}
+    # A module without any counted op (e.g. only elementwise work) has no "Global" entry.
+    by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     return FlopCount(int(counter.get_total_flops()), by_op)
 
 

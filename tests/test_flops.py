@@ -54,3 +54,8 @@ def test_module_counted_on_meta_without_touching_it():
 def test_backward_needs_a_grad_input():
     with pytest.raises(ValueError, match="no output requires grad"):
         count_flops(lambda t: t * 2, torch.zeros(2), backward=True)
+
+
+def test_uncounted_work_is_zero_not_an_error():
+    count = count_flops(lambda x: (x * 2).softmax(-1), torch.randn(4, 8))
+    assert count.flops == 0 and count.by_op == {}

@@ -1,4 +1,6 @@
 """nn.Modules built on deblurlayers.ops (one file per layer family)."""
+from .blur_map import BlurMap
+from .factorized_attention import FactorizedSTAttention
 from .blocks import LayerNorm2d, ResBlock
 from .deformable_attention import DeformableAttention
 from .stda import STDA, MultiToMultiAttention, MultiToSingleAttention
@@ -6,4 +8,4 @@ from .cwgdn import CWGDN, ChannelDynamicKernels
 from .dtff import DTFF, PixelDynamicKernels
 from .wavelet_fp import WaveletFP
 
-__all__ = ["DeformableAttention", "STDA", "MultiToMultiAttention", "MultiToSingleAttention", "CWGDN", "ChannelDynamicKernels", "DTFF", "PixelDynamicKernels", "WaveletFP", "LayerNorm2d", "ResBlock"]
+__all__ = ["BlurMap", "FactorizedSTAttention", "DeformableAttention", "STDA", "MultiToMultiAttention", "MultiToSingleAttention", "CWGDN", "ChannelDynamicKernels", "DTFF", "PixelDynamicKernels", "WaveletFP", "LayerNorm2d", "ResBlock"]
