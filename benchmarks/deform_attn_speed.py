@@ -34,8 +34,7 @@ HEADS, HEAD_DIM, FRAMES, POINTS = 4, 32, 3, 12
 
 
 def stacked_core(value, levels, start, loc, weights):
-    n, _, m, d = value.shape
-    _, lq, _, num_levels, p, _ = loc.shape
+    n = value.shape[0]
     values = value.split([h * w for h, w in levels], dim=1)
     grids = 2 * loc - 1
     samples = []

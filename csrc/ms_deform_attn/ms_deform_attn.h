@@ -77,5 +77,14 @@ inline Shape check_inputs(const at::Tensor& value, const at::Tensor& spatial_sha
   return s;
 }
 
+// grad_out of ms_deform_attn_backward: (N, Lq, M*D), value's device and dtype.
+inline void check_grad_out(const at::Tensor& grad_out, const at::Tensor& value, const Shape& s) {
+  check_same_device_dtype(grad_out, value, "ms_deform_attn_backward: grad_out", "value");
+  TORCH_CHECK(grad_out.dim() == 3 && grad_out.size(0) == s.N && grad_out.size(1) == s.Lq &&
+                  grad_out.size(2) == s.M * s.D,
+              "ms_deform_attn_backward: grad_out: expected shape (", s.N, ", ", s.Lq, ", ", s.M * s.D,
+              "), got ", grad_out.sizes());
+}
+
 }  // namespace ms_deform_attn
 }  // namespace deblurlayers

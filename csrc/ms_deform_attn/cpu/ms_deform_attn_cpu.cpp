@@ -220,11 +220,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
   const Inputs in = contiguous_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                                       attention_weights, "ms_deform_attn_backward");
   const Shape& s = in.shape;
-  check_same_device_dtype(grad_out_in, value, "ms_deform_attn_backward: grad_out", "value");
-  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == s.N && grad_out_in.size(1) == s.Lq &&
-                  grad_out_in.size(2) == s.M * s.D,
-              "ms_deform_attn_backward: grad_out: expected shape (", s.N, ", ", s.Lq, ", ", s.M * s.D,
-              "), got ", grad_out_in.sizes());
+  check_grad_out(grad_out_in, value, s);
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor staged = head_major(in.value);
   at::Tensor grad_staged = empty_output(staged.sizes(), value.options().dtype(at::toOpMathType(value.scalar_type())));

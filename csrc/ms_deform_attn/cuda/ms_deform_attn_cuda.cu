@@ -149,11 +149,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     const at::Tensor& attention_weights_in) {
   const Shape s = check_inputs(value_in, spatial_shapes_in, level_start_index_in, sampling_locations_in,
                                attention_weights_in, "ms_deform_attn_backward");
-  check_same_device_dtype(grad_out_in, value_in, "ms_deform_attn_backward: grad_out", "value");
-  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == s.N && grad_out_in.size(1) == s.Lq &&
-                  grad_out_in.size(2) == s.M * s.D,
-              "ms_deform_attn_backward: grad_out: expected shape (", s.N, ", ", s.Lq, ", ", s.M * s.D,
-              "), got ", grad_out_in.sizes());
+  check_grad_out(grad_out_in, value_in, s);
   c10::cuda::CUDAGuard guard(value_in.device());
   const at::Tensor grad_out = grad_out_in.contiguous(), value = value_in.contiguous(),
                    shapes = spatial_shapes_in.contiguous(), starts = level_start_index_in.contiguous(),
