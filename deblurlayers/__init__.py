@@ -5,9 +5,9 @@ first call of an op that can use it (see ``native_status``).
 """
 from . import flops, layers, ops
 from .info import native_status
-from .layers import CWGDN, BlurMap, FactorizedSTAttention, DTFF, STDA, DeformableAttention, MultiToMultiAttention, MultiToSingleAttention, WaveletFP
+from .layers import CWGDN, BlurAwareSparseAttention, BlurMap, FactorizedSTAttention, DTFF, STDA, DeformableAttention, MultiToMultiAttention, MultiToSingleAttention, WaveletFP
 from .version import __version__
 
 __all__ = ["__version__", "native_status", "ops", "flops", "layers", "CWGDN", "DTFF", "WaveletFP", "DeformableAttention", "STDA",
-           "MultiToMultiAttention", "MultiToSingleAttention", "BlurMap",
+           "MultiToMultiAttention", "MultiToSingleAttention", "BlurMap", "BlurAwareSparseAttention",
            "FactorizedSTAttention"]

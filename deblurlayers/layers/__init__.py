@@ -1,5 +1,7 @@
 """nn.Modules built on deblurlayers.ops (one file per layer family)."""
 from .blur_map import BlurMap
+from .bsst import (BlurAwareSparseAttention, BlurAwareSparseTransformer, FusionFeedForward, SoftComp, SoftSplit,
+                   SparseWindowAttention)
 from .factorized_attention import FactorizedSTAttention
 from .blocks import LayerNorm2d, ResBlock
 from .deformable_attention import DeformableAttention
@@ -8,4 +10,5 @@ from .cwgdn import CWGDN, ChannelDynamicKernels
 from .dtff import DTFF, PixelDynamicKernels
 from .wavelet_fp import WaveletFP
 
-__all__ = ["BlurMap", "FactorizedSTAttention", "DeformableAttention", "STDA", "MultiToMultiAttention", "MultiToSingleAttention", "CWGDN", "ChannelDynamicKernels", "DTFF", "PixelDynamicKernels", "WaveletFP", "LayerNorm2d", "ResBlock"]
+__all__ = ["BlurMap", "BlurAwareSparseAttention", "BlurAwareSparseTransformer", "SoftSplit", "SoftComp",
+           "FusionFeedForward", "SparseWindowAttention", "FactorizedSTAttention", "DeformableAttention", "STDA", "MultiToMultiAttention", "MultiToSingleAttention", "CWGDN", "ChannelDynamicKernels", "DTFF", "PixelDynamicKernels", "WaveletFP", "LayerNorm2d", "ResBlock"]
