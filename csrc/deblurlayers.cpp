@@ -38,4 +38,16 @@ TORCH_LIBRARY(deblurlayers, m) {
   m.def("ms_deform_attn_backward(Tensor grad_out, Tensor value, Tensor spatial_shapes, "
         "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights)"
         " -> (Tensor grad_value, Tensor grad_sampling_locations, Tensor grad_attention_weights)");
+
+  // Modulated deformable convolution (DCNv2), torchvision's layout:
+  //   out[n, o, ho, wo] = bias[o] + sum_{c in group(o), k} weight[o, c, k] * mask[n, g(c)*K + k, ho, wo]
+  //       * bilinear(input[n, c], ho*sh - ph + ky*dh + dy, wo*sw - pw + kx*dw + dx)
+  // (dy, dx) = offset[n, 2*(g(c)*K + k) + {0, 1}, ho, wo], g(c) = c / (Cin/offset_groups),
+  // taps k = ky*KW + kx row-major, zero padding. input (N, Cin, H, W); weight
+  // (Cout, Cin/groups, KH, KW); mask (N, offset_groups*K, Ho, Wo); bias (Cout).
+  m.def("deform_conv2d(Tensor input, Tensor offset, Tensor mask, Tensor weight, Tensor bias, "
+        "int[2] stride, int[2] padding, int[2] dilation, int groups, int offset_groups) -> Tensor");
+  m.def("deform_conv2d_backward(Tensor grad_out, Tensor input, Tensor offset, Tensor mask, "
+        "Tensor weight, int[2] stride, int[2] padding, int[2] dilation, int groups, int offset_groups)"
+        " -> (Tensor grad_input, Tensor grad_offset, Tensor grad_mask, Tensor grad_weight, Tensor grad_bias)");
 }

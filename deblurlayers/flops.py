@@ -81,6 +81,30 @@ def ms_deform_attn_backward_flops(grad_out_shape, value_shape=None, spatial_shap
     return 2 * 14 * _attention_samples(value_shape, attention_weights_shape)
 
 
+def _deform_conv_sizes(input_shape, weight_shape, offset_shape):
+    n, cin = input_shape[:2]
+    cout, cin_g, kh, kw = weight_shape
+    positions = n * int(offset_shape[2]) * int(offset_shape[3])
+    gemm = positions * cout * cin_g * kh * kw
+    samples = positions * cin * kh * kw  # (pixel, input channel, tap) triples
+    return gemm, samples
+
+
+def deform_conv2d_flops(input_shape, offset_shape=None, mask_shape=None, weight_shape=None, bias_shape=None,
+                        *args, out_shape=None, **kwargs) -> int:
+    """GEMM plus 5 MACs per sample (4 bilinear taps, the mask)."""
+    gemm, samples = _deform_conv_sizes(input_shape, weight_shape, offset_shape)
+    return 2 * (gemm + 5 * samples)
+
+
+def deform_conv2d_backward_flops(grad_out_shape, input_shape=None, offset_shape=None, mask_shape=None,
+                                 weight_shape=None, *args, out_shape=None, **kwargs) -> int:
+    """Two GEMMs (weight and column gradients) plus 22 MACs per sample: the columns again (5),
+    the input scatter (5) and the value and its two derivatives for offset and mask (12)."""
+    gemm, samples = _deform_conv_sizes(input_shape, weight_shape, offset_shape)
+    return 2 * (2 * gemm + 22 * samples)
+
+
 # ---------------------------------------------------------------------------
 # aten ops that PyTorch's default table counts as 0.
 # ---------------------------------------------------------------------------

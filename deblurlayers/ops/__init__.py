@@ -4,6 +4,7 @@ Every op with a native kernel has a ``*_reference`` twin with the same
 signature and result, the oracle in tests and the fallback without a compiler.
 """
 from ..utils.env import use_backend
+from .deform_conv import deform_conv2d, deform_conv2d_reference
 from .deform_attn import level_start_index, ms_deform_attn, ms_deform_attn_reference
 from .dynamic_filter import channel_dynamic_filter, pixel_dynamic_filter, pixel_dynamic_filter_reference
 from .flow_warp import all_pairs_flows, compose_flows, flow_warp, masked_flow_warp
@@ -16,6 +17,8 @@ __all__ = [
     "masked_flow_warp",
     "compose_flows",
     "all_pairs_flows",
+    "deform_conv2d",
+    "deform_conv2d_reference",
     "level_start_index",
     "ms_deform_attn",
     "ms_deform_attn_reference",

@@ -1,0 +1,172 @@
+"""Modulated deformable convolution (DCNv2), a drop-in for ``torchvision.ops.deform_conv2d``.
+
+``out[n, o] = bias[o] + sum_{c, k} weight[o, c, k] · mask[n, g(c)·K + k] ·
+bilinear(input[n, c], y, x)`` at ``y = ho·sh − ph + ky·dh + dy``, ``x = wo·sw − pw + kx·dw + dx``,
+with ``(dy, dx) = offset[n, 2·(g(c)·K + k) + (0, 1)]`` (torchvision's and ERDN's/BSSTNet's layout:
+``(dy, dx)`` per offset group per tap, taps row-major), zero padding outside the image, ``c``
+running over the weight group of ``o``, and ``g(c) = c // (Cin / offset_groups)``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from .. import flops as _flops
+from .._native.registry import define
+from ..utils import check_floating, check_same_device, check_shape
+from ._backend import use_native
+
+__all__ = ["deform_conv2d", "deform_conv2d_reference"]
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
+                  bias: Optional[torch.Tensor] = None, stride: IntPair = 1, padding: IntPair = 0,
+                  dilation: IntPair = 1, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Deformable convolution v2 (v1 without ``mask``), torchvision's signature and layouts.
+
+    The weight groups are ``Cin // weight.shape[1]``, the offset groups
+    ``offset.shape[1] // (2·KH·KW)``, as in torchvision.
+
+    Args:
+        input: ``(N, Cin, H, W)``.
+        offset: ``(N, 2·OG·KH·KW, Ho, Wo)`` in pixels, ``(dy, dx)`` per offset group per tap.
+        weight: ``(Cout, Cin / groups, KH, KW)``.
+        bias: ``(Cout,)`` or ``None``.
+        stride, padding, dilation: ints or ``(h, w)`` pairs, as ``conv2d``.
+        mask: ``(N, OG·KH·KW, Ho, Wo)`` modulation (DCNv2), or ``None`` for ones (DCNv1).
+
+    Returns:
+        ``(N, Cout, Ho, Wo)`` with ``Ho = (H + 2·ph − dh·(KH − 1) − 1) // sh + 1`` (likewise Wo).
+
+    Example:
+        >>> x, w = torch.randn(1, 4, 8, 8), torch.randn(6, 4, 3, 3)
+        >>> out = deform_conv2d(x, torch.zeros(1, 18, 8, 8), w, padding=1)
+        >>> torch.allclose(out, F.conv2d(x, w, padding=1), atol=1e-5)
+        True
+    """
+    args = _check(input, offset, weight, bias, stride, padding, dilation, mask)
+    if mask is None:
+        mask = input.new_ones(offset.shape[0], offset.shape[1] // 2, *offset.shape[2:])
+    if use_native("deform_conv2d", input):
+        if bias is None:
+            bias = input.new_zeros(weight.shape[0])
+        return torch.ops.deblurlayers.deform_conv2d(input, offset, mask, weight, bias, *args)
+    return _reference(input, offset, mask, weight, bias, *args)
+
+
+def deform_conv2d_reference(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
+                            bias: Optional[torch.Tensor] = None, stride: IntPair = 1, padding: IntPair = 0,
+                            dilation: IntPair = 1, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:func:`deform_conv2d` in plain PyTorch: every tap sampled with ``grid_sample``, one GEMM."""
+    args = _check(input, offset, weight, bias, stride, padding, dilation, mask)
+    if mask is None:
+        mask = input.new_ones(offset.shape[0], offset.shape[1] // 2, *offset.shape[2:])
+    return _reference(input, offset, mask, weight, bias, *args)
+
+
+def _reference(input, offset, mask, weight, bias, stride, padding, dilation, groups, offset_groups):
+    n, cin, h, w = input.shape
+    kh, kw = weight.shape[2:]
+    ho, wo = offset.shape[2:]
+    if n == 0:  # einops cannot infer a grouped axis of size 0
+        return input.new_zeros(0, weight.shape[0], ho, wo)
+    # Sampling positions (y, x) of every (offset group, tap, output pixel), in pixels.
+    oy = torch.arange(ho, device=input.device, dtype=input.dtype) * stride[0] - padding[0]
+    ox = torch.arange(wo, device=input.device, dtype=input.dtype) * stride[1] - padding[1]
+    ky = torch.arange(kh, device=input.device, dtype=input.dtype) * dilation[0]
+    kx = torch.arange(kw, device=input.device, dtype=input.dtype) * dilation[1]
+    base_y = (ky[:, None, None, None] + oy[None, None, :, None]).expand(kh, kw, ho, wo)
+    base_x = (kx[None, :, None, None] + ox[None, None, None, :]).expand(kh, kw, ho, wo)
+    delta = rearrange(offset, "n (g k two) ho wo -> n g k ho wo two", g=offset_groups, two=2)
+    y = base_y.reshape(1, 1, kh * kw, ho, wo) + delta[..., 0]
+    x = base_x.reshape(1, 1, kh * kw, ho, wo) + delta[..., 1]
+    # grid_sample with align_corners=False puts pixel j at (2j + 1) / W - 1.
+    grid = torch.stack(((2 * x + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)
+    grid = rearrange(grid, "n g k ho wo two -> (n g) (k ho) wo two")
+    planes = rearrange(input, "n (g c) h w -> (n g) c h w", g=offset_groups)
+    sampled = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    sampled = rearrange(sampled, "(n g) c (k ho) wo -> n g c k ho wo", n=n, k=kh * kw)
+    sampled = sampled * rearrange(mask, "n (g k) ho wo -> n g 1 k ho wo", g=offset_groups)
+    columns = rearrange(sampled, "n og c k ho wo -> n (og c) k (ho wo)")
+    columns = rearrange(columns, "n (wg c) k p -> n wg (c k) p", wg=groups)
+    kernels = rearrange(weight, "(wg o) c kh kw -> wg o (c kh kw)", wg=groups)
+    out = torch.einsum("gok,ngkp->ngop", kernels, columns)
+    out = rearrange(out, "n g o (ho wo) -> n (g o) ho wo", ho=ho)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def _pair(value, name: str) -> Tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    return pair
+
+
+def _check(input, offset, weight, bias, stride, padding, dilation, mask):
+    dims = check_shape(input, "N Cin H W", name="input")
+    check_floating(input, name="input")
+    wdims = check_shape(weight, "Cout Cin_g KH KW", name="weight")
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise ValueError(f"stride, dilation: expected >= 1, padding >= 0; got stride={stride}, "
+                         f"padding={padding}, dilation={dilation}")
+    cin, cin_g, cout = dims["Cin"], wdims["Cin_g"], wdims["Cout"]
+    if cin_g == 0 or cin % cin_g or cout % (cin // cin_g):
+        raise ValueError(f"weight: expected shape (Cout, Cin/groups, KH, KW) with groups dividing Cin={cin} "
+                         f"and Cout, got shape {tuple(weight.shape)}")
+    groups = cin // cin_g
+    taps = wdims["KH"] * wdims["KW"]
+    ho = (dims["H"] + 2 * padding[0] - dilation[0] * (wdims["KH"] - 1) - 1) // stride[0] + 1
+    wo = (dims["W"] + 2 * padding[1] - dilation[1] * (wdims["KW"] - 1) - 1) // stride[1] + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"input: the {wdims['KH']}x{wdims['KW']} kernel (padding {padding}, dilation "
+                         f"{dilation}) does not fit a {dims['H']}x{dims['W']} input")
+    odims = check_shape(offset, "N C Ho Wo", name="offset", sizes={"N": dims["N"], "Ho": ho, "Wo": wo})
+    if odims["C"] == 0 or odims["C"] % (2 * taps) or cin % (odims["C"] // (2 * taps)):
+        raise ValueError(f"offset: expected shape (N={dims['N']}, 2*offset_groups*{taps}, Ho={ho}, Wo={wo}) "
+                         f"with offset_groups dividing Cin={cin}, got shape {tuple(offset.shape)}")
+    offset_groups = odims["C"] // (2 * taps)
+    if mask is not None:
+        check_shape(mask, "N C Ho Wo", name="mask",
+                    sizes={"N": dims["N"], "C": offset_groups * taps, "Ho": ho, "Wo": wo})
+    if bias is not None:
+        check_shape(bias, "Cout", name="bias", sizes={"Cout": cout})
+    for name, t in (("offset", offset), ("weight", weight), ("mask", mask), ("bias", bias)):
+        if t is not None:
+            check_same_device(t, input, name=name, ref_name="input")
+            if t.dtype != input.dtype:
+                raise TypeError(f"{name}: expected dtype {input.dtype} (that of input), got {t.dtype}")
+    return list(stride), list(padding), list(dilation), groups, offset_groups
+
+
+# -- native op registrations ---------------------------------------------------------------------
+def _fake(input, offset, mask, weight, bias, stride, padding, dilation, groups, offset_groups):
+    return input.new_empty((input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3]))
+
+
+def _backward_fake(grad_out, input, offset, mask, weight, stride, padding, dilation, groups, offset_groups):
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
+                 for t in (input, offset, mask, weight)) + (weight.new_empty(weight.shape[0]),)
+
+
+def _setup_context(ctx, inputs, output):
+    input, offset, mask, weight, _, stride, padding, dilation, groups, offset_groups = inputs
+    ctx.save_for_backward(input, offset, mask, weight)
+    ctx.conv_args = (stride, padding, dilation, groups, offset_groups)
+
+
+def _backward(ctx, grad_out):
+    input, offset, mask, weight = ctx.saved_tensors
+    grads = torch.ops.deblurlayers.deform_conv2d_backward(grad_out.contiguous(), input, offset, mask, weight,
+                                                          *ctx.conv_args)
+    return (*grads, None, None, None, None, None)
+
+
+define("deform_conv2d", fake=_fake, flops=_flops.deform_conv2d_flops,
+       backward=_backward, setup_context=_setup_context)
+define("deform_conv2d_backward", fake=_backward_fake, flops=_flops.deform_conv2d_backward_flops)

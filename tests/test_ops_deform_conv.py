@@ -1,0 +1,279 @@
+"""deform_conv2d (DCNv2): native vs reference vs a literal loop, conv2d and shift equivalences,
+zero padding, gradients of all five inputs, gradcheck, opcheck, hypothesis, compile, bad inputs."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from deblurlayers.flops import count_flops
+from deblurlayers.ops import deform_conv2d, deform_conv2d_reference
+
+from helpers import TOLERANCES
+
+BOTH = [deform_conv2d, deform_conv2d_reference]
+
+# (N, Cin, Cout, groups, offset_groups, (KH, KW), stride, padding, dilation, H, W)
+CASES = [
+    (2, 4, 6, 1, 1, (3, 3), 1, 1, 1, 8, 9),
+    (1, 8, 8, 2, 4, (3, 3), 2, 1, 2, 11, 7),
+    (2, 6, 4, 2, 3, (2, 3), (1, 2), (0, 1), 1, 5, 6),
+    (1, 16, 8, 1, 8, (3, 3), 1, 1, 1, 12, 12),     # ERDN / BSSTNet: 8 offset groups
+    (1, 3, 5, 1, 1, (1, 1), 1, 0, 1, 4, 4),
+]
+
+
+def out_size(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def make(case, dtype=torch.float64, requires_grad=False, spread=2.0):
+    n, cin, cout, g, og, (kh, kw), s, p, d, h, w = case
+    s, p, d = [(v, v) if isinstance(v, int) else v for v in (s, p, d)]
+    ho, wo = out_size(h, kh, s[0], p[0], d[0]), out_size(w, kw, s[1], p[1], d[1])
+    tensors = dict(input=torch.randn(n, cin, h, w, dtype=dtype),
+                   offset=spread * torch.randn(n, 2 * og * kh * kw, ho, wo, dtype=dtype),
+                   weight=torch.randn(cout, cin // g, kh, kw, dtype=dtype),
+                   bias=torch.randn(cout, dtype=dtype),
+                   mask=torch.rand(n, og * kh * kw, ho, wo, dtype=dtype))
+    for t in tensors.values():
+        t.requires_grad_(requires_grad)
+    return tensors, dict(stride=s, padding=p, dilation=d)
+
+
+def bilinear_zero_pad(plane, y, x):
+    h, w = plane.shape
+    if y <= -1 or x <= -1 or y >= h or x >= w:
+        return plane.new_zeros(())
+    y0, x0 = math.floor(y), math.floor(x)
+    total = plane.new_zeros(())
+    for yy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+        for xx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+            if 0 <= yy < h and 0 <= xx < w:
+                total = total + wy * wx * plane[yy, xx]
+    return total
+
+
+def literal_loop(input, offset, weight, bias, mask, stride, padding, dilation):
+    n, cin, h, w = input.shape
+    cout, cin_g, kh, kw = weight.shape
+    groups, og, ho, wo = cin // cin_g, offset.shape[1] // (2 * kh * kw), offset.shape[2], offset.shape[3]
+    out = torch.zeros(n, cout, ho, wo, dtype=input.dtype)
+    for b in range(n):
+        for o in range(cout):
+            g = o // (cout // groups)
+            for y in range(ho):
+                for x in range(wo):
+                    acc = bias[o].item()
+                    for ci in range(cin_g):
+                        c = g * cin_g + ci
+                        grp = c // (cin // og)
+                        for ky in range(kh):
+                            for kx in range(kw):
+                                k = ky * kw + kx
+                                dy = offset[b, 2 * (grp * kh * kw + k), y, x].item()
+                                dx = offset[b, 2 * (grp * kh * kw + k) + 1, y, x].item()
+                                py = y * stride[0] - padding[0] + ky * dilation[0] + dy
+                                px = x * stride[1] - padding[1] + kx * dilation[1] + dx
+                                val = bilinear_zero_pad(input[b, c], py, px)
+                                acc += weight[o, ci, ky, kx].item() * mask[b, grp * kh * kw + k, y, x].item() * val
+                    out[b, o, y, x] = acc
+    return out
+
+
+def call(fn, t, kw):
+    return fn(t["input"], t["offset"], t["weight"], t["bias"], mask=t["mask"], **kw)
+
+
+@pytest.mark.parametrize("fn", BOTH)
+@pytest.mark.parametrize("case", CASES[1:3])
+def test_matches_literal_loop(native_ops, fn, case):
+    t, kw = make(case)
+    torch.testing.assert_close(call(fn, t, kw), literal_loop(**t, **kw), **TOLERANCES[torch.float64])
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_matches_reference_forward_backward(native_ops, case, dtype):
+    t, kw = make(case, dtype, requires_grad=True)
+    names = list(t)
+    out = call(deform_conv2d, t, kw)
+    want = call(deform_conv2d_reference, t, kw)
+    tol = dict(atol=5e-5, rtol=1e-5) if dtype == torch.float32 else TOLERANCES[dtype]
+    torch.testing.assert_close(out, want, **tol)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [t[k] for k in names], grad)
+    ref = torch.autograd.grad(want, [t[k] for k in names], grad)
+    for name, a, b in zip(names, got, ref):
+        torch.testing.assert_close(a, b, **tol, msg=lambda m: f"grad of {name}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_native_low_precision_matches_fp32_reference(native_ops, dtype):
+    t, kw = make(CASES[3], torch.float32)
+    low = {k: v.to(dtype) for k, v in t.items()}
+    want = call(deform_conv2d_reference, {k: v.float() for k, v in low.items()}, kw)
+    torch.testing.assert_close(call(deform_conv2d, low, kw).float(), want, atol=0.15, rtol=0.03)
+
+
+@given(n=st.integers(0, 2), cin_g=st.integers(1, 3), cout_g=st.integers(1, 3), groups=st.integers(1, 2),
+       og=st.sampled_from([1, 2]), k=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       stride=st.tuples(st.integers(1, 2), st.integers(1, 2)), padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)), h=st.integers(1, 7), w=st.integers(1, 7))
+def test_property_zero_offsets_and_unit_mask_are_conv2d(native_ops, n, cin_g, cout_g, groups, og, k, stride,
+                                                        padding, dilation, h, w):
+    cin = cin_g * groups * og
+    ho = out_size(h, k[0], stride[0], padding[0], dilation[0])
+    wo = out_size(w, k[1], stride[1], padding[1], dilation[1])
+    if ho < 1 or wo < 1:
+        return
+    x = torch.randn(n, cin, h, w, dtype=torch.float64)
+    weight = torch.randn(cout_g * groups, cin // groups, *k, dtype=torch.float64)
+    bias = torch.randn(cout_g * groups, dtype=torch.float64)
+    offset = torch.zeros(n, 2 * og * k[0] * k[1], ho, wo, dtype=torch.float64)
+    want = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    for fn in BOTH:
+        torch.testing.assert_close(fn(x, offset, weight, bias, stride, padding, dilation), want, atol=1e-12, rtol=1e-12)
+        ones = torch.ones(n, og * k[0] * k[1], ho, wo, dtype=torch.float64)
+        torch.testing.assert_close(fn(x, offset, weight, bias, stride, padding, dilation, ones), want,
+                                   atol=1e-12, rtol=1e-12)
+
+
+@given(n=st.integers(1, 2), og=st.sampled_from([1, 2]), k=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
+       spread=st.sampled_from([0.5, 3.0, 20.0]))
+def test_property_native_equals_reference(native_ops, n, og, k, h, w, spread):
+    case = (n, 2 * og, 3, 1, og, (k, k), 1, k // 2, 1, h, w)
+    t, kw = make(case, torch.float64, requires_grad=True, spread=spread)
+    out, want = call(deform_conv2d, t, kw), call(deform_conv2d_reference, t, kw)
+    torch.testing.assert_close(out, want, **TOLERANCES[torch.float64])
+    got = torch.autograd.grad(out.sum(), list(t.values()))
+    ref = torch.autograd.grad(want.sum(), list(t.values()))
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("fn", BOTH)
+def test_integer_offsets_are_a_shifted_convolution(native_ops, fn):
+    x = torch.randn(1, 4, 10, 12, dtype=torch.float64)
+    weight = torch.randn(5, 4, 3, 3, dtype=torch.float64)
+    offset = torch.zeros(1, 18, 10, 12, dtype=torch.float64)
+    offset[:, 0::2] = 2.0   # dy = +2
+    offset[:, 1::2] = -1.0  # dx = -1
+    # A 3x3 conv with padding 1 reads rows -1..10; here every read moves by (+2, -1), so it reads
+    # S[i, j] = x[i - 1 + 2, j - 1 - 1] (zero outside x) with no further padding.
+    padded = F.pad(x, (3, 3, 3, 3))                  # padded[a, b] = x[a - 3, b - 3]
+    want = F.conv2d(padded[:, :, 4:16, 1:15], weight)
+    torch.testing.assert_close(fn(x, offset, weight, padding=1), want, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("fn", BOTH)
+def test_offsets_outside_give_the_zero_padding_result(native_ops, fn):
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    bias = torch.randn(3, dtype=torch.float64)
+    far = torch.full((1, 18, 6, 6), 50.0, dtype=torch.float64, requires_grad=True)
+    out = fn(x, far, weight, bias, padding=1)
+    torch.testing.assert_close(out, bias.view(1, 3, 1, 1).expand_as(out))
+    gx, goff = torch.autograd.grad(out.sum(), (x, far))
+    assert gx.abs().max() == 0 and goff.abs().max() == 0
+    # Half a pixel left of the border: half the weight on the border pixel, half on the padding.
+    img = torch.arange(1.0, 5.0, dtype=torch.float64).view(1, 1, 2, 2)
+    half = torch.zeros(1, 2, 2, 2, dtype=torch.float64)
+    half[:, 1] = -0.5
+    out = fn(img, half, torch.ones(1, 1, 1, 1, dtype=torch.float64))
+    torch.testing.assert_close(out[..., 0], 0.5 * img[..., 0])
+    torch.testing.assert_close(out[..., 1], 0.5 * (img[..., 0] + img[..., 1]))
+
+
+def test_gradcheck(native_ops):
+    t, kw = make(CASES[1], torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda i, o, w, b, m: deform_conv2d(i, o, w, b, mask=m, **kw),
+        (t["input"], t["offset"], t["weight"], t["bias"], t["mask"]))
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(native_ops, requires_grad):
+    t, kw = make(CASES[2], torch.float32, requires_grad)
+    args = [list(kw[k]) for k in ("stride", "padding", "dilation")] + [2, 3]
+    inputs = (t["input"], t["offset"], t["mask"], t["weight"], t["bias"])
+    torch.library.opcheck(native_ops.deform_conv2d.default, (*inputs, *args))
+    out = native_ops.deform_conv2d(*inputs, *args)
+    detached = [v.detach() for v in (t["input"], t["offset"], t["mask"], t["weight"])]
+    torch.library.opcheck(native_ops.deform_conv2d_backward.default, (torch.randn_like(out), *detached, *args))
+
+
+def test_backward_is_deterministic(native_ops):
+    t, kw = make(CASES[3], torch.float32, requires_grad=True)
+    out = call(deform_conv2d, t, kw)
+    grad = torch.randn_like(out)
+    first = torch.autograd.grad(out, list(t.values()), grad, retain_graph=True)
+    second = torch.autograd.grad(out, list(t.values()), grad)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_non_contiguous_inputs_and_no_bias_no_mask(native_ops):
+    t, kw = make(CASES[0], torch.float64)
+    x = t["input"].transpose(2, 3).contiguous().transpose(2, 3)
+    offset = t["offset"][:, :, :, :]
+    torch.testing.assert_close(deform_conv2d(x, offset, t["weight"], **kw),
+                               deform_conv2d_reference(x, offset, t["weight"], **kw))
+
+
+def test_flops(native_ops):
+    t, kw = make(CASES[3], torch.float32)
+    got = count_flops(lambda *a: call(deform_conv2d, t, kw)).flops
+    n, cin, cout, _, _, (kh, kw_), _, _, _, h, w = CASES[3]
+    assert got == 2 * (n * cout * cin * kh * kw_ * h * w + 5 * n * cin * kh * kw_ * h * w)
+
+
+@pytest.mark.parametrize("fn", BOTH)
+def test_compile_fullgraph(native_ops, fn):
+    t, kw = make(CASES[0], torch.float32, requires_grad=True)
+    compiled = torch.compile(lambda i, o, w, b, m: fn(i, o, w, b, mask=m, **kw), fullgraph=True, backend="aot_eager")
+    out = compiled(t["input"], t["offset"], t["weight"], t["bias"], t["mask"])
+    torch.testing.assert_close(out, call(fn, t, kw))
+    out.sum().backward()
+    assert all(v.grad is not None for v in t.values())
+
+
+@pytest.mark.parametrize("fn", BOTH)
+def test_bad_inputs(fn):
+    x, w = torch.randn(1, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    off, mask = torch.zeros(1, 18, 8, 8), torch.ones(1, 9, 8, 8)
+    with pytest.raises(ValueError, match=r"input: expected a 4-d"):
+        fn(x[0], off, w, padding=1)
+    with pytest.raises(ValueError, match=r"offset: .*Ho=8"):
+        fn(x, torch.zeros(1, 18, 6, 6), w, padding=1)
+    with pytest.raises(ValueError, match=r"offset: expected shape .*2\*offset_groups\*9"):
+        fn(x, torch.zeros(1, 17, 8, 8), w, padding=1)
+    with pytest.raises(ValueError, match=r"offset: .*offset_groups dividing Cin=4"):
+        fn(x, torch.zeros(1, 54, 8, 8), w, padding=1)
+    with pytest.raises(ValueError, match=r"mask: .*C=9"):
+        fn(x, off, w, padding=1, mask=torch.ones(1, 18, 8, 8))
+    with pytest.raises(ValueError, match=r"weight: .*groups dividing Cin=4"):
+        fn(x, off, torch.randn(6, 3, 3, 3), padding=1)
+    with pytest.raises(ValueError, match=r"bias: .*Cout=6"):
+        fn(x, off, w, torch.randn(5), padding=1)
+    with pytest.raises(TypeError, match=r"offset: expected dtype torch.float32"):
+        fn(x, off.double(), w, padding=1)
+    with pytest.raises(TypeError, match="input"):
+        fn(x.long(), off, w, padding=1)
+    with pytest.raises(ValueError, match="does not fit"):
+        fn(torch.randn(1, 4, 2, 2), torch.zeros(1, 18, 1, 1), w)
+    with pytest.raises(ValueError, match="stride"):
+        fn(x, off, w, stride=0, padding=1)
+
+
+def test_native_kernel_checks_name_the_argument(native_ops):
+    x, w = torch.randn(1, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    off, mask, bias = torch.zeros(1, 18, 8, 8), torch.ones(1, 9, 8, 8), torch.zeros(6)
+    args = ([1, 1], [1, 1], [1, 1], 1, 1)
+    with pytest.raises(RuntimeError, match=r"deform_conv2d: mask: expected shape"):
+        native_ops.deform_conv2d(x, off, mask[:, :8], w, bias, *args)
+    with pytest.raises(RuntimeError, match=r"deform_conv2d: offset_groups"):
+        native_ops.deform_conv2d(x, off, mask, w, bias, [1, 1], [1, 1], [1, 1], 1, 3)
+    with pytest.raises(RuntimeError, match=r"deform_conv2d_backward: grad_out: expected shape"):
+        native_ops.deform_conv2d_backward(torch.zeros(1, 6, 7, 8), x, off, mask, w, *args)
