@@ -113,6 +113,30 @@ def _blur_map():
     return BlurMap(), (flows, flows.flip(1))
 
 
+def _bsst_inputs(frames=24):
+    blur = torch.full((1, frames, 1, 32, 32), 0.05)  # a quarter of the windows blurry in half the frames
+    blur[0, [t for t in range(frames) if t % 4 < 2], 0, :16, :16] = 1.0
+    return torch.randn(1, frames, 32, 32, 512), blur
+
+
+def _bsst_layer():
+    from deblurlayers import BlurAwareSparseAttention
+
+    return BlurAwareSparseAttention(), _bsst_inputs()
+
+
+def _bsst_stack():
+    from deblurlayers.layers import BlurAwareSparseTransformer
+
+    return BlurAwareSparseTransformer(), _bsst_inputs()
+
+
+def _soft_split():
+    from deblurlayers.layers import SoftSplit
+
+    return SoftSplit(), (torch.randn(1, 24, 192, 64, 64),)
+
+
 def _factorized_attention():
     from deblurlayers import FactorizedSTAttention
 
@@ -150,6 +174,10 @@ ROWS: List[Row] = [
     Row("layers.MultiToSingleAttention (MSA)", "1x3x128x64x64", _msa),
     Row("layers.STDA (MMA + MSA)", "1x3x128x64x64", _stda),
     Row("layers.BlurMap", "flows 1x47x2x64x64 (BSSTNet, 48 frames of 256² at 1/4)", _blur_map, native=False),
+    Row("layers.SoftSplit (BSSTNet)", "1x24x192x64x64 -> 1x24x32x32x512", _soft_split, native=False),
+    Row("layers.BlurAwareSparseAttention (one layer)", "1x24x32x32x512 (BSSTNet, T=24), 1/4 windows blurry in 1/2 frames",
+        _bsst_layer, native=False),
+    Row("layers.BlurAwareSparseTransformer (4 layers)", "1x24x32x32x512, as above", _bsst_stack, native=False),
     Row("layers.FactorizedSTAttention", "1x5x64x64x64 (T=5, C=64)", _factorized_attention, native=False),
     Row("layers.CWGDN", "1x10x64x64x64 (DSTNet, 256² at 1/4)", _cwgdn, native=False),
     Row("layers.DTFF (one step)", "1x64x128x128 (DSTNet, 256² at 1/2)", _dtff),

@@ -12,7 +12,9 @@
 #include <ATen/ATen.h>
 #include <c10/macros/Macros.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "deblurlayers/bilinear.h"
 #include "deblurlayers/checks.h"
