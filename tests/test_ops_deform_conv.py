@@ -23,6 +23,8 @@ CASES = [
     (1, 16, 8, 1, 8, (3, 3), 1, 1, 1, 12, 12),     # ERDN / BSSTNet: 8 offset groups
     (1, 3, 5, 1, 1, (1, 1), 1, 0, 1, 4, 4),
 ]
+# Big enough for the CPU kernel to split the pixels into several cache tiles and two column chunks.
+LARGE_CASE = (2, 64, 16, 2, 8, (3, 3), 1, 1, 1, 96, 90)
 
 
 def out_size(size, k, s, p, d):
@@ -94,20 +96,24 @@ def test_matches_literal_loop(native_ops, fn, case):
     torch.testing.assert_close(call(fn, t, kw), literal_loop(**t, **kw), **TOLERANCES[torch.float64])
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", CASES + [LARGE_CASE])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_native_matches_reference_forward_backward(native_ops, case, dtype):
     t, kw = make(case, dtype, requires_grad=True)
     names = list(t)
     out = call(deform_conv2d, t, kw)
     want = call(deform_conv2d_reference, t, kw)
-    tol = dict(atol=5e-5, rtol=1e-5) if dtype == torch.float32 else TOLERANCES[dtype]
-    torch.testing.assert_close(out, want, **tol)
+    def tol(ref):  # fp32: long sums accumulated in different orders; error grows with the magnitude
+        if dtype == torch.float64:
+            return TOLERANCES[dtype]
+        return dict(atol=1e-5 * (5 + ref.abs().max().item()), rtol=1e-4)
+
+    torch.testing.assert_close(out, want, **tol(want))
     grad = torch.randn_like(out)
     got = torch.autograd.grad(out, [t[k] for k in names], grad)
     ref = torch.autograd.grad(want, [t[k] for k in names], grad)
     for name, a, b in zip(names, got, ref):
-        torch.testing.assert_close(a, b, **tol, msg=lambda m: f"grad of {name}: {m}")
+        torch.testing.assert_close(a, b, **tol(b), msg=lambda m: f"grad of {name}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -13,6 +13,8 @@
 #include <c10/macros/Macros.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -90,6 +92,9 @@ inline Shape check_inputs(const at::Tensor& input, const at::Tensor& offset, con
               s.Cin / groups, ", KH, KW), got ", weight.sizes());
   TORCH_CHECK(offset_groups > 0 && s.Cin % offset_groups == 0, p,
               "offset_groups: expected a positive divisor of Cin = ", s.Cin, ", got ", offset_groups);
+  // The CPU kernel indexes a channel plane with int32.
+  TORCH_CHECK(s.H * s.W <= std::numeric_limits<int32_t>::max(), p, "input: planes of more than 2^31 - 1 "
+              "pixels are not supported, got ", s.H, "x", s.W);
   s.Ho = (s.H + 2 * s.ph - s.dh * (s.KH - 1) - 1) / s.sh + 1;
   s.Wo = (s.W + 2 * s.pw - s.dw * (s.KW - 1) - 1) / s.sw + 1;
   TORCH_CHECK(s.Ho > 0 && s.Wo > 0, p, "the ", s.KH, "x", s.KW, " kernel (dilation ", dilation,

@@ -1,21 +1,26 @@
 // Modulated deformable convolution (DCNv2) on the CPU.
 //
-// Output pixels are processed in chunks whose (Cin*K, chunk) column matrix
-// stays below ~4M elements (chunk_pixels), so memory does not grow with the
-// image: for each chunk the masked bilinear samples are written into the
-// column buffer (parallel over (offset group, tap, block of 64 pixels); the
-// taps of a block are computed once and reused by every channel of the
-// group), then one GEMM per weight group, multithreaded by ATen, turns them
-// into the output (bias folded into the GEMM).
+// Channels-last inside: the input is viewed as (N, H, W, Cin), so the four
+// bilinear corners of one (pixel, tap, offset group) are four contiguous runs
+// of the group's channels. Sampling is then a vectorised multiply-add over
+// channels, and the bilinear coefficients (the scalar part) are computed once
+// per (pixel, tap, offset group) instead of once per channel.
 //
-// Backward, per chunk: the columns are rebuilt; grad_weight += grad_out @
-// colsᵀ and grad_cols = weightᵀ @ grad_out are GEMMs; grad_cols is then
-// scattered into grad_input by tasks that own disjoint input channels, and
-// reduced into grad_offset / grad_mask by tasks that own disjoint (group,
-// tap, pixel) entries. No atomics: the result is deterministic.
+// Output pixels are processed in chunks whose column matrix stays below ~4M
+// elements (chunk_pixels), so memory does not grow with the image. The
+// columns are stored transposed, cols[wg][pixel][tap][channel of wg], and the
+// weight is permuted to (Cout, KH, KW, Cin/groups) to match; per chunk, one
+// GEMM per weight group (multithreaded by ATen) gives the output, bias folded in.
+//
+// Backward, per chunk: the columns are rebuilt; grad_weight += grad_out @ cols
+// and grad_cols = grad_outᵀ @ weight are GEMMs; grad_cols is scattered into a
+// channels-last grad_input by tasks that own disjoint channel ranges, and
+// reduced into grad_offset / grad_mask by tasks that own disjoint pixel
+// blocks. No atomics: the result is deterministic.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -31,138 +36,249 @@ namespace {
 template <typename scalar_t>
 using opmath = at::opmath_type<scalar_t>;
 
-constexpr int64_t kBlock = 64;     // output pixels whose taps are computed together
-constexpr int64_t kChannels = 8;   // input channels per grad_input task
+constexpr int64_t kBlock = 64;     // output pixels whose coefficients are computed together
+constexpr int64_t kChannels = 16;  // input channels per grad_input task
+constexpr int64_t kTileBytes = int64_t(1) << 19;  // forward column tile, per thread
 
 template <typename scalar_t>
 struct Inputs {
-  const scalar_t* input;
+  const scalar_t* input;  // (N, H, W, Cin)
   const scalar_t* offset;
   const scalar_t* mask;
   Shape s;
 };
 
-// The pixels [p0, p0 + len) of a chunk, split into blocks of kBlock.
+// The pixels [p0, p0 + len) of sample n, split into blocks of kBlock.
 struct Chunk {
   int64_t n, p0, len;
   int64_t blocks() const { return (len + kBlock - 1) / kBlock; }
 };
 
-template <typename scalar_t>
-inline opmath<scalar_t> mask_at(const Inputs<scalar_t>& in, int64_t n, int64_t g, int64_t k, int64_t p) {
-  return static_cast<opmath<scalar_t>>(in.mask[((n * in.s.offset_groups + g) * in.s.K() + k) * in.s.P() + p]);
-}
-
-// Taps and masks of tap k for the pixels of one block; returns the block length.
-template <typename scalar_t>
-inline int64_t block_taps(const Inputs<scalar_t>& in, const Chunk& ch, int64_t g, int64_t k, int64_t block,
-                          ZeroPadBilinear<opmath<scalar_t>>* taps, opmath<scalar_t>* m) {
-  const int64_t b0 = block * kBlock, b1 = std::min(ch.len, b0 + kBlock);
-  for (int64_t i = 0; i < b1 - b0; ++i) {
-    const int64_t p = ch.p0 + b0 + i;
-    taps[i] = sample_taps<opmath<scalar_t>>(in.s, in.offset, ch.n, g, k, p);
-    m[i] = mask_at(in, ch.n, g, k, p);
+// Transposed columns of one chunk: row (wg, i) holds, for pixel p0 + i, the
+// K * Cin/groups samples of weight group wg, tap-major.
+template <typename T>
+struct Columns {
+  T* data;
+  int64_t len, Cin_g, K;
+  T* at(int64_t wg, int64_t i, int64_t k, int64_t c_g) const {
+    return data + ((wg * len + i) * K + k) * Cin_g + c_g;
   }
-  return b1 - b0;
-}
+};
 
-// Column rows (c*K + k) of the channels of offset group g, for one block.
-template <typename scalar_t>
-DEBLURLAYERS_CPU_CLONES void fill_columns_task(int64_t task, const Inputs<scalar_t>& in, const Chunk& ch,
-                                               scalar_t* cols) {
+// Bilinear corners of tap k for the pixels of one block and offset group g,
+// as structure-of-arrays with the zero padding folded in: a corner outside the
+// image gets pixel index 0 and weight 0, so the channel loops are branch-free.
+template <typename opmath_t>
+struct TapBlock {
+  int64_t first, count;          // pixels [first, first + count) of the sample
+  int32_t index[4][kBlock];      // y * W + x of the corner
+  opmath_t weight[4][kBlock];    // interpolation weight, times the mask if folded
+  opmath_t mask[kBlock];
+  opmath_t d_dx[4][kBlock];      // d weight / dx (0 when outside); backward only
+  opmath_t d_dy[4][kBlock];
+};
+
+// Written as one flat loop of float selects and integer min/max, without
+// integer division, so that it vectorises (this needs -fno-trapping-math): it
+// runs once per (offset group, tap, pixel).
+template <bool kDerivatives, bool kFoldMask, typename scalar_t>
+DEBLURLAYERS_CPU_CLONES void prepare_block(const Inputs<scalar_t>& in, const Chunk& ch, int64_t g, int64_t k,
+                                           int64_t block, TapBlock<opmath<scalar_t>>& tb) {
   using opmath_t = opmath<scalar_t>;
   const Shape& s = in.s;
-  const int64_t block = task % ch.blocks(), gk = task / ch.blocks(), k = gk % s.K(), g = gk / s.K();
-  ZeroPadBilinear<opmath_t> taps[kBlock];
-  opmath_t m[kBlock];
-  const int64_t count = block_taps(in, ch, g, k, block, taps, m);
-  const int64_t cpg = s.channels_per_offset_group(), hw = s.H * s.W;
-  for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-    const scalar_t* plane = in.input + (ch.n * s.Cin + c) * hw;
-    scalar_t* row = cols + (c * s.K() + k) * ch.len + block * kBlock;
-    for (int64_t i = 0; i < count; ++i) row[i] = static_cast<scalar_t>(m[i] * sample_value(taps[i], plane));
+  const int64_t b0 = block * kBlock, first = ch.p0 + b0;
+  const int64_t count = std::min(ch.len, b0 + kBlock) - b0;
+  tb.first = first;
+  tb.count = count;
+  const int64_t channel = (ch.n * s.offset_groups + g) * s.K() + k;
+  const scalar_t* __restrict off_y = in.offset + 2 * channel * s.P() + first;
+  const scalar_t* __restrict off_x = off_y + s.P();
+  const scalar_t* __restrict mask = in.mask + channel * s.P() + first;
+  opmath_t base_y[kBlock], base_x[kBlock];
+  int64_t ho = first / s.Wo, wo = first % s.Wo;
+  for (int64_t i = 0; i < count; ++i) {
+    base_y[i] = static_cast<opmath_t>(ho * s.sh - s.ph + (k / s.KW) * s.dh);
+    base_x[i] = static_cast<opmath_t>(wo * s.sw - s.pw + (k % s.KW) * s.dw);
+    if (++wo == s.Wo) wo = 0, ++ho;
+  }
+  const opmath_t H = static_cast<opmath_t>(s.H), W = static_cast<opmath_t>(s.W), one = 1, zero = 0;
+  const int32_t Hi = static_cast<int32_t>(s.H), Wi = static_cast<int32_t>(s.W);
+  for (int64_t i = 0; i < count; ++i) {
+    opmath_t y = base_y[i] + static_cast<opmath_t>(off_y[i]);
+    opmath_t x = base_x[i] + static_cast<opmath_t>(off_x[i]);
+    const opmath_t m = static_cast<opmath_t>(mask[i]);
+    // A sample with y <= -1, y >= H (or x likewise) touches no pixel; NaN fails too.
+    const opmath_t inside = (y > -one && x > -one && y < H && x < W) ? one : zero;
+    y = inside != zero ? y : zero;
+    x = inside != zero ? x : zero;
+    // floor() by truncation, valid because y, x > -1.
+    const int32_t y0 = static_cast<int32_t>(y + 1) - 1, x0 = static_cast<int32_t>(x + 1) - 1;
+    const opmath_t fy = static_cast<opmath_t>(y0), fx = static_cast<opmath_t>(x0);
+    const opmath_t ly = y - fy, lx = x - fx, hy = 1 - ly, hx = 1 - lx;
+    // Which corner rows / columns lie in the image (1) or in the zero padding (0).
+    const opmath_t r0 = fy >= zero ? inside : zero, r1 = fy + 1 < H ? inside : zero;
+    const opmath_t c0 = fx >= zero ? one : zero, c1 = fx + 1 < W ? one : zero;
+    // Corners in the padding read a clamped (valid) pixel with weight 0.
+    const int32_t ya = std::max(y0, 0), yb = std::min(y0 + 1, Hi - 1);
+    const int32_t xa = std::max(x0, 0), xb = std::min(x0 + 1, Wi - 1);
+    const opmath_t scale = kFoldMask ? m : one;
+    tb.mask[i] = m;
+    tb.index[0][i] = ya * Wi + xa;
+    tb.index[1][i] = ya * Wi + xb;
+    tb.index[2][i] = yb * Wi + xa;
+    tb.index[3][i] = yb * Wi + xb;
+    tb.weight[0][i] = hy * hx * scale * (r0 * c0);
+    tb.weight[1][i] = hy * lx * scale * (r0 * c1);
+    tb.weight[2][i] = ly * hx * scale * (r1 * c0);
+    tb.weight[3][i] = ly * lx * scale * (r1 * c1);
+    if (kDerivatives) {
+      tb.d_dx[0][i] = -hy * (r0 * c0);
+      tb.d_dx[1][i] = hy * (r0 * c1);
+      tb.d_dx[2][i] = -ly * (r1 * c0);
+      tb.d_dx[3][i] = ly * (r1 * c1);
+      tb.d_dy[0][i] = -hx * (r0 * c0);
+      tb.d_dy[1][i] = -lx * (r0 * c1);
+      tb.d_dy[2][i] = hx * (r1 * c0);
+      tb.d_dy[3][i] = lx * (r1 * c1);
+    }
+  }
+}
+
+// Calls fn(c0, c1, wg) for the runs [c0, c1) of the channels of offset group g
+// that lie in one weight group wg.
+template <typename Fn>
+inline void for_each_run(const Shape& s, int64_t c_begin, int64_t c_end, Fn&& fn) {
+  const int64_t cin_g = s.Cin / s.groups;
+  for (int64_t c0 = c_begin; c0 < c_end;) {
+    const int64_t wg = c0 / cin_g, c1 = std::min(c_end, (wg + 1) * cin_g);
+    fn(c0, c1, wg);
+    c0 = c1;
+  }
+}
+
+// Columns of every offset group and tap for one block of pixels.
+template <typename scalar_t>
+DEBLURLAYERS_CPU_CLONES void fill_columns_block(int64_t block, const Inputs<scalar_t>& in, const Chunk& ch,
+                                                const Columns<scalar_t>& cols) {
+  using opmath_t = opmath<scalar_t>;
+  const Shape& s = in.s;
+  const int64_t cpg = s.channels_per_offset_group(), cin_g = s.Cin / s.groups;
+  const scalar_t* sample = in.input + ch.n * s.H * s.W * s.Cin;
+  TapBlock<opmath_t> tb;
+  for (int64_t g = 0; g < s.offset_groups; ++g) {
+    for (int64_t k = 0; k < s.K(); ++k) {
+      prepare_block</*kDerivatives=*/false, /*kFoldMask=*/true>(in, ch, g, k, block, tb);
+      for_each_run(s, g * cpg, (g + 1) * cpg, [&](int64_t c0, int64_t c1, int64_t wg) {
+        const int64_t n = c1 - c0;
+        for (int64_t i = 0; i < tb.count; ++i) {
+          const scalar_t* __restrict a = sample + tb.index[0][i] * s.Cin + c0;
+          const scalar_t* __restrict b = sample + tb.index[1][i] * s.Cin + c0;
+          const scalar_t* __restrict c = sample + tb.index[2][i] * s.Cin + c0;
+          const scalar_t* __restrict d = sample + tb.index[3][i] * s.Cin + c0;
+          const opmath_t wa = tb.weight[0][i], wb = tb.weight[1][i], wc = tb.weight[2][i], wd = tb.weight[3][i];
+          scalar_t* __restrict out = cols.at(wg, tb.first - ch.p0 + i, k, c0 - wg * cin_g);
+          for (int64_t j = 0; j < n; ++j) {
+            out[j] = static_cast<scalar_t>(wa * static_cast<opmath_t>(a[j]) + wb * static_cast<opmath_t>(b[j]) +
+                                           wc * static_cast<opmath_t>(c[j]) + wd * static_cast<opmath_t>(d[j]));
+          }
+        }
+      });
+    }
   }
 }
 
 template <typename scalar_t>
-void fill_columns(const Inputs<scalar_t>& in, const Chunk& ch, scalar_t* cols) {
-  const int64_t tasks = in.s.offset_groups * in.s.K() * ch.blocks();
-  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) fill_columns_task(t, in, ch, cols);
+void fill_columns(const Inputs<scalar_t>& in, const Chunk& ch, const Columns<scalar_t>& cols) {
+  at::parallel_for(0, ch.blocks(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) fill_columns_block(b, in, ch, cols);
   });
 }
 
-// grad_input of up to kChannels channels of one offset group (task = (g, channel chunk)).
+// grad_input of the channels [c_begin, c_end), all in offset group g.
 template <typename scalar_t>
-DEBLURLAYERS_CPU_CLONES void scatter_input_task(int64_t task, const Inputs<scalar_t>& in, const Chunk& ch,
-                                                const scalar_t* gcols, opmath<scalar_t>* grad_input) {
+DEBLURLAYERS_CPU_CLONES void scatter_input_task(int64_t g, int64_t c_begin, int64_t c_end,
+                                                const Inputs<scalar_t>& in, const Chunk& ch,
+                                                const Columns<const scalar_t>& gcols,
+                                                opmath<scalar_t>* grad_input) {
   using opmath_t = opmath<scalar_t>;
   const Shape& s = in.s;
-  const int64_t cpg = s.channels_per_offset_group(), chunks_per_group = (cpg + kChannels - 1) / kChannels;
-  const int64_t g = task / chunks_per_group, c0 = g * cpg + (task % chunks_per_group) * kChannels;
-  const int64_t c1 = std::min(c0 + kChannels, (g + 1) * cpg), hw = s.H * s.W;
-  ZeroPadBilinear<opmath_t> taps[kBlock];
-  opmath_t m[kBlock];
-  for (int64_t k = 0; k < s.K(); ++k) {
-    for (int64_t block = 0; block < ch.blocks(); ++block) {
-      const int64_t count = block_taps(in, ch, g, k, block, taps, m);
-      for (int64_t c = c0; c < c1; ++c) {
-        opmath_t* plane = grad_input + (ch.n * s.Cin + c) * hw;
-        const scalar_t* row = gcols + (c * s.K() + k) * ch.len + block * kBlock;
-        for (int64_t i = 0; i < count; ++i) {
-          if (!taps[i].inside) continue;
-          const opmath_t gm = static_cast<opmath_t>(row[i]) * m[i];
+  const int64_t cin_g = s.Cin / s.groups;
+  opmath_t* sample = grad_input + ch.n * s.H * s.W * s.Cin;
+  TapBlock<opmath_t> tb;
+  for (int64_t block = 0; block < ch.blocks(); ++block) {
+    for (int64_t k = 0; k < s.K(); ++k) {
+      prepare_block</*kDerivatives=*/false, /*kFoldMask=*/true>(in, ch, g, k, block, tb);
+      for_each_run(s, c_begin, c_end, [&](int64_t c0, int64_t c1, int64_t wg) {
+        const int64_t n = c1 - c0;
+        for (int64_t i = 0; i < tb.count; ++i) {
+          const scalar_t* __restrict gc = gcols.at(wg, tb.first - ch.p0 + i, k, c0 - wg * cin_g);
           for (int t = 0; t < 4; ++t) {
-            if (taps[i].valid[t]) plane[taps[i].offset[t]] += gm * taps[i].weight[t];
+            opmath_t* __restrict dst = sample + tb.index[t][i] * s.Cin + c0;
+            const opmath_t w = tb.weight[t][i];
+            for (int64_t j = 0; j < n; ++j) dst[j] += w * static_cast<opmath_t>(gc[j]);
           }
         }
+      });
+    }
+  }
+}
+
+// grad_offset and grad_mask of every offset group and tap for one block of pixels.
+template <typename scalar_t>
+DEBLURLAYERS_CPU_CLONES void offset_mask_block(int64_t block, const Inputs<scalar_t>& in, const Chunk& ch,
+                                               const Columns<const scalar_t>& gcols, scalar_t* grad_offset,
+                                               scalar_t* grad_mask) {
+  using opmath_t = opmath<scalar_t>;
+  const Shape& s = in.s;
+  const int64_t cpg = s.channels_per_offset_group(), cin_g = s.Cin / s.groups;
+  const scalar_t* sample = in.input + ch.n * s.H * s.W * s.Cin;
+  TapBlock<opmath_t> tb;
+  for (int64_t g = 0; g < s.offset_groups; ++g) {
+    for (int64_t k = 0; k < s.K(); ++k) {
+      prepare_block</*kDerivatives=*/true, /*kFoldMask=*/false>(in, ch, g, k, block, tb);
+      // dot[t][i]: grad_cols · corner t over the group's channels.
+      opmath_t dot[4][kBlock] = {};
+      for_each_run(s, g * cpg, (g + 1) * cpg, [&](int64_t c0, int64_t c1, int64_t wg) {
+        const int64_t n = c1 - c0;
+        for (int64_t i = 0; i < tb.count; ++i) {
+          const scalar_t* __restrict gc = gcols.at(wg, tb.first - ch.p0 + i, k, c0 - wg * cin_g);
+          for (int t = 0; t < 4; ++t) {
+            const scalar_t* __restrict v = sample + tb.index[t][i] * s.Cin + c0;
+            opmath_t acc = 0;
+            for (int64_t j = 0; j < n; ++j) acc += static_cast<opmath_t>(gc[j]) * static_cast<opmath_t>(v[j]);
+            dot[t][i] += acc;
+          }
+        }
+      });
+      const int64_t channel = (ch.n * s.offset_groups + g) * s.K() + k;
+      scalar_t* go = grad_offset + 2 * channel * s.P() + tb.first;
+      scalar_t* gm = grad_mask + channel * s.P() + tb.first;
+      for (int64_t i = 0; i < tb.count; ++i) {
+        opmath_t value = 0, dx = 0, dy = 0;
+        for (int t = 0; t < 4; ++t) {
+          value += tb.weight[t][i] * dot[t][i];
+          dx += tb.d_dx[t][i] * dot[t][i];
+          dy += tb.d_dy[t][i] * dot[t][i];
+        }
+        go[i] = static_cast<scalar_t>(dy * tb.mask[i]);
+        go[s.P() + i] = static_cast<scalar_t>(dx * tb.mask[i]);
+        gm[i] = static_cast<scalar_t>(value);
       }
     }
   }
 }
 
-// grad_offset and grad_mask of one (offset group, tap, block) of the chunk.
-template <typename scalar_t>
-DEBLURLAYERS_CPU_CLONES void offset_mask_task(int64_t task, const Inputs<scalar_t>& in, const Chunk& ch,
-                                              const scalar_t* gcols, scalar_t* grad_offset, scalar_t* grad_mask) {
-  using opmath_t = opmath<scalar_t>;
-  const Shape& s = in.s;
-  const int64_t block = task % ch.blocks(), gk = task / ch.blocks(), k = gk % s.K(), g = gk / s.K();
-  ZeroPadBilinear<opmath_t> taps[kBlock];
-  opmath_t m[kBlock], d_mask[kBlock], d_x[kBlock], d_y[kBlock];
-  const int64_t count = block_taps(in, ch, g, k, block, taps, m);
-  std::fill_n(d_mask, count, opmath_t(0));
-  std::fill_n(d_x, count, opmath_t(0));
-  std::fill_n(d_y, count, opmath_t(0));
-  const int64_t cpg = s.channels_per_offset_group(), hw = s.H * s.W;
-  for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-    const scalar_t* plane = in.input + (ch.n * s.Cin + c) * hw;
-    const scalar_t* row = gcols + (c * s.K() + k) * ch.len + block * kBlock;
-    for (int64_t i = 0; i < count; ++i) {
-      const auto& tp = taps[i];
-      if (!tp.inside) continue;
-      const opmath_t gc = static_cast<opmath_t>(row[i]);
-      opmath_t value = 0, dx = 0, dy = 0;
-      for (int t = 0; t < 4; ++t) {
-        if (!tp.valid[t]) continue;
-        const opmath_t v = static_cast<opmath_t>(plane[tp.offset[t]]);
-        value += tp.weight[t] * v;
-        dx += tp.dweight_dx[t] * v;
-        dy += tp.dweight_dy[t] * v;
-      }
-      d_mask[i] += gc * value;
-      d_x[i] += gc * dx;
-      d_y[i] += gc * dy;
-    }
-  }
-  const int64_t channel = (ch.n * s.offset_groups + g) * s.K() + k, first = ch.p0 + block * kBlock;
-  scalar_t* go = grad_offset + 2 * channel * s.P() + first;
-  scalar_t* gm = grad_mask + channel * s.P() + first;
-  for (int64_t i = 0; i < count; ++i) {
-    go[i] = static_cast<scalar_t>(d_y[i] * m[i]);
-    go[s.P() + i] = static_cast<scalar_t>(d_x[i] * m[i]);
-    gm[i] = static_cast<scalar_t>(d_mask[i]);
-  }
+// (Cout, Cin/groups, KH, KW) -> (groups, Cout/groups, KH*KW*Cin/groups), the column order.
+at::Tensor weight_tap_major(const at::Tensor& weight, const Shape& s) {
+  return weight.permute({0, 2, 3, 1}).reshape({s.groups, s.Cout / s.groups, -1});
+}
+
+at::Tensor channels_last(const at::Tensor& input) { return input.permute({0, 2, 3, 1}).contiguous(); }
+
+// Output pixels per tile: their columns stay in the L2 cache (at least one block).
+int64_t tile_pixels(const Shape& s, int64_t element_size) {
+  const int64_t fit = kTileBytes / element_size / std::max<int64_t>(1, s.rows()) / kBlock * kBlock;
+  return std::min(s.P(), std::max(kBlock, fit));
 }
 
 at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& mask_,
@@ -172,28 +288,39 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_, cons
   const Shape s = check_inputs(input_, offset_, mask_, weight_, stride, padding, dilation, groups,
                                offset_groups, "deform_conv2d");
   check_bias(bias_, input_, s, "deform_conv2d");
-  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous(), mask = mask_.contiguous();
-  const at::Tensor weight = weight_.contiguous().view({groups, s.Cout / groups, -1});
-  const at::Tensor bias = bias_.contiguous().view({groups, s.Cout / groups, 1});
-  at::Tensor out = at::empty({s.N, s.Cout, s.Ho, s.Wo}, input.options());
+  at::Tensor out = at::empty({s.N, s.Cout, s.Ho, s.Wo}, input_.options());
   if (out.numel() == 0) return out;
-  const int64_t chunk = chunk_pixels(s), group_rows = s.rows() / groups;
-  at::Tensor cols_buf = at::empty({s.rows() * chunk}, input.options());
+  const at::Tensor input = channels_last(input_), offset = offset_.contiguous(), mask = mask_.contiguous();
+  const at::Tensor weight = weight_tap_major(weight_, s);
+  const at::Tensor bias = bias_.contiguous().view({groups, s.Cout / groups, 1});
+  const int64_t cout_g = s.Cout / groups, group_rows = s.rows() / groups;
+  // Tiles of output pixels whose columns stay in the L2 cache between
+  // sampling and the GEMM; each thread owns one column buffer.
+  const int64_t tile = tile_pixels(s, input.element_size());
+  const int64_t tiles_per_sample = (s.P() + tile - 1) / tile;
+  at::Tensor cols_buf = at::empty({at::get_num_threads(), groups, tile, group_rows}, input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d", [&] {
     const Inputs<scalar_t> in{input.const_data_ptr<scalar_t>(), offset.const_data_ptr<scalar_t>(),
                               mask.const_data_ptr<scalar_t>(), s};
-    for (int64_t n = 0; n < s.N; ++n) {
-      const at::Tensor out_n = out[n].view({s.Cout, s.P()});
-      for (int64_t p0 = 0; p0 < s.P(); p0 += chunk) {
-        const Chunk ch{n, p0, std::min(chunk, s.P() - p0)};
-        at::Tensor cols = cols_buf.narrow(0, 0, s.rows() * ch.len).view({s.rows(), ch.len});
-        fill_columns(in, ch, cols.mutable_data_ptr<scalar_t>());
+    // The GEMMs below go through the dispatcher from worker threads, which
+    // must see this thread's dispatch state (below autograd, inference mode).
+    const at::ThreadLocalState caller_state;
+    at::parallel_for(0, s.N * tiles_per_sample, 1, [&](int64_t begin, int64_t end) {
+      const at::ThreadLocalStateGuard state_guard(caller_state);
+      const at::Tensor cols_thread = cols_buf[at::get_thread_num()];
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / tiles_per_sample, p0 = (t % tiles_per_sample) * tile;
+        const Chunk ch{n, p0, std::min(tile, s.P() - p0)};
+        const at::Tensor cols = cols_thread.narrow(1, 0, ch.len);
+        const Columns<scalar_t> view{cols.mutable_data_ptr<scalar_t>(), tile, s.Cin / groups, s.K()};
+        for (int64_t b = 0; b < ch.blocks(); ++b) fill_columns_block(b, in, ch, view);
+        const at::Tensor out_n = out[n].view({s.Cout, s.P()});
         for (int64_t g = 0; g < groups; ++g) {
-          at::Tensor dst = out_n.narrow(0, g * (s.Cout / groups), s.Cout / groups).narrow(1, p0, ch.len);
-          at::addmm_out(dst, bias[g], weight[g], cols.narrow(0, g * group_rows, group_rows));
+          at::Tensor dst = out_n.narrow(0, g * cout_g, cout_g).narrow(1, p0, ch.len);
+          at::addmm_out(dst, bias[g], weight[g], cols[g].t());
         }
       }
-    }
+    });
   });
   return out;
 }
@@ -205,57 +332,81 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const Shape s = check_inputs(input_, offset_, mask_, weight_, stride, padding, dilation, groups,
                                offset_groups, "deform_conv2d_backward");
   check_grad_out(grad_out_, input_, s, "deform_conv2d_backward");
-  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous(), mask = mask_.contiguous();
+  const at::Tensor input = channels_last(input_), offset = offset_.contiguous(), mask = mask_.contiguous();
   const at::Tensor grad_out = grad_out_.contiguous();
-  const at::Tensor weight = weight_.contiguous().view({groups, s.Cout / groups, -1});
+  const at::Tensor weight = weight_tap_major(weight_, s);
   const auto acc_type = at::toOpMathType(input.scalar_type());
-  at::Tensor grad_input = at::zeros(input.sizes(), input.options().dtype(acc_type));
+  at::Tensor grad_input = at::zeros(input.sizes(), input.options().dtype(acc_type));  // channels-last
   at::Tensor grad_offset = at::zeros_like(offset), grad_mask = at::zeros_like(mask);
-  at::Tensor grad_weight = at::zeros(weight.sizes(), weight.options().dtype(acc_type));
+  // One tap-major grad_weight partial sum per thread, added up in thread order.
+  at::Tensor grad_weight_parts =
+      at::zeros({at::get_num_threads(), s.groups, s.Cout / s.groups, s.rows() / s.groups},
+                weight.options().dtype(acc_type));
   at::Tensor grad_bias = grad_out.sum({0, 2, 3}, /*keepdim=*/false, acc_type);
   if (grad_out.numel() > 0 && input.numel() > 0) {
     const int64_t chunk = chunk_pixels(s), group_rows = s.rows() / groups, cout_g = s.Cout / groups;
-    at::Tensor cols_buf = at::empty({s.rows() * chunk}, input.options());
+    const int64_t cin_g = s.Cin / groups, cpg = s.channels_per_offset_group();
+    const int64_t tile = tile_pixels(s, input.element_size());
+    at::Tensor cols_buf = at::empty({at::get_num_threads(), groups, tile, group_rows}, input.options());
     at::Tensor gcols_buf = at::empty({s.rows() * chunk}, input.options());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d_backward", [&] {
       const Inputs<scalar_t> in{input.const_data_ptr<scalar_t>(), offset.const_data_ptr<scalar_t>(),
                                 mask.const_data_ptr<scalar_t>(), s};
-      const int64_t cpg = s.channels_per_offset_group();
-      const int64_t input_tasks = s.offset_groups * ((cpg + kChannels - 1) / kChannels);
+      const int64_t tasks_per_group = (cpg + kChannels - 1) / kChannels;
+      const at::ThreadLocalState caller_state;  // see forward_cpu
       for (int64_t n = 0; n < s.N; ++n) {
         const at::Tensor go_n = grad_out[n].view({s.Cout, s.P()});
         for (int64_t p0 = 0; p0 < s.P(); p0 += chunk) {
           const Chunk ch{n, p0, std::min(chunk, s.P() - p0)};
-          at::Tensor cols = cols_buf.narrow(0, 0, s.rows() * ch.len).view({s.rows(), ch.len});
-          at::Tensor gcols = gcols_buf.narrow(0, 0, s.rows() * ch.len).view({s.rows(), ch.len});
-          fill_columns(in, ch, cols.mutable_data_ptr<scalar_t>());
-          for (int64_t g = 0; g < groups; ++g) {
-            const at::Tensor go = go_n.narrow(0, g * cout_g, cout_g).narrow(1, p0, ch.len);
-            const at::Tensor cols_g = cols.narrow(0, g * group_rows, group_rows);
-            if (acc_type == input.scalar_type()) {
-              grad_weight[g].addmm_(go, cols_g.t());
-            } else {
-              grad_weight[g].add_(at::mm(go, cols_g.t()).to(acc_type));
+          const at::Tensor gcols = gcols_buf.narrow(0, 0, s.rows() * ch.len).view({groups, ch.len, group_rows});
+          // Per tile: columns (in cache), grad_weight, grad_cols and the offset/mask gradients.
+          const int64_t tiles = (ch.len + tile - 1) / tile;
+          at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+            const at::ThreadLocalStateGuard state_guard(caller_state);
+            const int64_t thread = at::get_thread_num();
+            const at::Tensor cols_thread = cols_buf[thread], grad_weight = grad_weight_parts[thread];
+            for (int64_t t = begin; t < end; ++t) {
+              const int64_t q0 = t * tile;
+              const Chunk tc{n, p0 + q0, std::min(tile, ch.len - q0)};
+              const at::Tensor cols = cols_thread.narrow(1, 0, tc.len);
+              const Columns<scalar_t> cols_view{cols.mutable_data_ptr<scalar_t>(), tile, cin_g, s.K()};
+              for (int64_t b = 0; b < tc.blocks(); ++b) fill_columns_block(b, in, tc, cols_view);
+              for (int64_t g = 0; g < groups; ++g) {
+                const at::Tensor go = go_n.narrow(0, g * cout_g, cout_g).narrow(1, tc.p0, tc.len);
+                if (acc_type == input.scalar_type()) {
+                  grad_weight[g].addmm_(go, cols[g]);
+                } else {
+                  grad_weight[g].add_(at::mm(go, cols[g]).to(acc_type));
+                }
+                at::Tensor gcols_g = gcols[g].narrow(0, q0, tc.len);
+                at::mm_out(gcols_g, go.t(), weight[g]);
+              }
+              const Columns<const scalar_t> gc{gcols.const_data_ptr<scalar_t>() + q0 * group_rows, ch.len, cin_g,
+                                               s.K()};
+              for (int64_t b = 0; b < tc.blocks(); ++b)
+                offset_mask_block(b, in, tc, gc, grad_offset.mutable_data_ptr<scalar_t>(),
+                                  grad_mask.mutable_data_ptr<scalar_t>());
             }
-            at::Tensor gcols_g = gcols.narrow(0, g * group_rows, group_rows);
-            at::mm_out(gcols_g, weight[g].t(), go);
-          }
-          const scalar_t* gc = gcols.const_data_ptr<scalar_t>();
-          at::parallel_for(0, input_tasks, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t t = begin; t < end; ++t)
-              scatter_input_task(t, in, ch, gc, grad_input.mutable_data_ptr<opmath<scalar_t>>());
           });
-          at::parallel_for(0, s.offset_groups * s.K() * ch.blocks(), 1, [&](int64_t begin, int64_t end) {
-            for (int64_t t = begin; t < end; ++t)
-              offset_mask_task(t, in, ch, gc, grad_offset.mutable_data_ptr<scalar_t>(),
-                               grad_mask.mutable_data_ptr<scalar_t>());
+          // grad_input: every task owns a channel range over the whole chunk.
+          const Columns<const scalar_t> gc{gcols.const_data_ptr<scalar_t>(), ch.len, cin_g, s.K()};
+          at::parallel_for(0, s.offset_groups * tasks_per_group, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t t = begin; t < end; ++t) {
+              const int64_t g = t / tasks_per_group, c0 = g * cpg + (t % tasks_per_group) * kChannels;
+              scatter_input_task(g, c0, std::min(c0 + kChannels, (g + 1) * cpg), in, ch, gc,
+                                 grad_input.mutable_data_ptr<opmath<scalar_t>>());
+            }
           });
         }
       }
     });
   }
-  return {grad_input.to(input.scalar_type()), grad_offset, grad_mask,
-          grad_weight.view(weight_.sizes()).to(input.scalar_type()), grad_bias.to(input.scalar_type())};
+  const at::Tensor grad_weight = grad_weight_parts.sum(0)
+                                     .view({s.Cout, s.KH, s.KW, s.Cin / groups})
+                                     .permute({0, 3, 1, 2})
+                                     .contiguous();
+  return {grad_input.permute({0, 3, 1, 2}).contiguous().to(input.scalar_type()), grad_offset, grad_mask,
+          grad_weight.to(input.scalar_type()), grad_bias.to(input.scalar_type())};
 }
 
 }  // namespace
