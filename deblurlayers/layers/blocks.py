@@ -34,23 +34,27 @@ class LayerNorm2d(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """``x + conv2(LeakyReLU(conv1(x)))``, 3x3 convolutions with bias, no normalisation.
+    """``x + conv2(LeakyReLU(conv1(x)))``, same-size convolutions with bias, no normalisation.
 
     Args:
         channels: C.
-        negative_slope: of the LeakyReLU (0.1 in DSTNet).
+        negative_slope: of the LeakyReLU (0.1 in DSTNet; 0, i.e. ReLU, in ERDN/CDVD-TSP).
         init_scale: if given, Kaiming-normal initialisation scaled by this factor (BasicSR's
             ``ResidualBlockNoBN`` uses 0.1); ``None`` keeps PyTorch's default initialisation.
+        kernel_size: odd kernel size of both convolutions (3; 5 in CDVD-TSP's restoration net).
 
     Shape:
         - Input: ``(N, C, H, W)``
         - Output: ``(N, C, H, W)``
     """
 
-    def __init__(self, channels: int, negative_slope: float = 0.1, init_scale: float = None) -> None:
+    def __init__(self, channels: int, negative_slope: float = 0.1, init_scale: float = None,
+                 kernel_size: int = 3) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size: expected an odd size, got {kernel_size}")
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
         self.act = nn.LeakyReLU(negative_slope)
         if init_scale is not None:
             for conv in (self.conv1, self.conv2):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..utils import check_shape
+from ..utils import check_shape, to_pair
 
 __all__ = [
     "SoftSplit", "SoftComp", "FusionFeedForward", "SparseWindowAttention", "BlurAwareSparseAttention",
@@ -33,13 +33,6 @@ __all__ = [
 
 IntPair = Union[int, Tuple[int, int]]
 WINDOW_POOLS = ("avg", "max")
-
-
-def _pair(value: IntPair, name: str) -> Tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-        raise ValueError(f"{name}: expected a positive int or a pair of positive ints, got {value!r}")
-    return pair
 
 
 def _grid_size(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int],
@@ -64,9 +57,9 @@ class _Tokenizer(nn.Module):
 
     def __init__(self, kernel_size: IntPair, stride: IntPair, padding: IntPair) -> None:
         super().__init__()
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = tuple(padding) if not isinstance(padding, int) else (padding, padding)
+        self.kernel_size = to_pair(kernel_size, "kernel_size", minimum=1)
+        self.stride = to_pair(stride, "stride", minimum=1)
+        self.padding = to_pair(padding, "padding", minimum=0)
 
     def token_grid(self, size: Sequence[int]) -> Tuple[int, int]:
         """Token grid ``(h, w)`` of a feature map of spatial ``size`` ``(H, W)``."""
@@ -227,7 +220,7 @@ def window_blur_levels(blur: torch.Tensor, window_size: IntPair, mode: str = "av
     check_shape(blur, "B T 1 h w", name="blur")
     if mode not in WINDOW_POOLS:
         raise ValueError(f"mode: expected one of {WINDOW_POOLS}, got {mode!r}")
-    wh, ww = _pair(window_size, "window_size")
+    wh, ww = to_pair(window_size, "window_size", minimum=1)
     h, w = blur.shape[-2:]
     pad = (0, -w % ww, 0, -h % wh)
     frames = blur.flatten(0, 1)
@@ -305,10 +298,10 @@ class SparseWindowAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"dim: expected a multiple of num_heads={num_heads}, got {dim}")
         self.dim, self.num_heads = dim, num_heads
-        self.window_size = _pair(window_size, "window_size")
-        self.pool_size = _pair(pool_size, "pool_size")
+        self.window_size = to_pair(window_size, "window_size", minimum=1)
+        self.pool_size = to_pair(pool_size, "pool_size", minimum=1)
         self.expand_size = (tuple((s + 1) // 2 for s in self.window_size) if expand_size is None
-                            else tuple(_pair(expand_size, "expand_size")))
+                            else tuple(to_pair(expand_size, "expand_size", minimum=1)))
         self.query = nn.Linear(dim, dim)
         self.key = nn.Linear(dim, dim)
         self.value = nn.Linear(dim, dim)

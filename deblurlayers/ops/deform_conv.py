@@ -16,7 +16,7 @@ from einops import rearrange
 
 from .. import flops as _flops
 from .._native.registry import define
-from ..utils import check_floating, check_same_device, check_shape
+from ..utils import check_floating, check_same_device, check_shape, to_pair
 from ._backend import use_native
 
 __all__ = ["deform_conv2d", "deform_conv2d_reference"]
@@ -100,18 +100,11 @@ def _reference(input, offset, mask, weight, bias, stride, padding, dilation, gro
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
-def _pair(value, name: str) -> Tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
-        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
-    return pair
-
-
 def _check(input, offset, weight, bias, stride, padding, dilation, mask):
     dims = check_shape(input, "N Cin H W", name="input")
     check_floating(input, name="input")
     wdims = check_shape(weight, "Cout Cin_g KH KW", name="weight")
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    stride, padding, dilation = (to_pair(v, name) for v, name in ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
         raise ValueError(f"stride, dilation: expected >= 1, padding >= 0; got stride={stride}, "
                          f"padding={padding}, dilation={dilation}")

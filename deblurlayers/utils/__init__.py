@@ -1,3 +1,3 @@
-from .checks import check_floating, check_same_device, check_shape
+from .checks import check_floating, check_same_device, check_shape, to_pair
 
-__all__ = ["check_shape", "check_floating", "check_same_device"]
+__all__ = ["check_shape", "check_floating", "check_same_device", "to_pair"]

@@ -6,7 +6,7 @@ kernel or through a silent broadcast.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -90,3 +90,25 @@ def _expected(names, sizes) -> str:
 
 def _fmt(layout: str) -> str:
     return ", ".join(layout.split())
+
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+def to_pair(value: IntPair, name: str, minimum: int = 0) -> Tuple[int, int]:
+    """``value`` (an int or a pair of ints, as ``conv2d``'s ``stride`` etc.) as an ``(h, w)`` tuple.
+
+    Raises:
+        TypeError: ``value`` is neither an int nor a pair of ints.
+        ValueError: an entry is below ``minimum``.
+
+    Example:
+        >>> to_pair(3, "kernel_size", minimum=1)
+        (3, 3)
+    """
+    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
+    return pair

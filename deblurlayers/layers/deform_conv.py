@@ -1,0 +1,174 @@
+"""Modulated deformable convolution "pack" (DCNv2; EDVR / ERDN alignment, BSSTNet's flow-guided variant)."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+from einops import repeat
+from torch import nn
+
+from ..ops import deform_conv2d
+from ..utils import check_shape, to_pair
+from ..utils.checks import IntPair
+
+__all__ = ["ModulatedDeformConv2d"]
+
+
+class ModulatedDeformConv2d(nn.Module):
+    """DCNv2 whose offsets and mask are predicted from a conditioning feature.
+
+    ``conv_offset(cond)`` gives ``3·G·K`` channels (``G`` deformable groups, ``K = KH·KW`` taps),
+    chunked into thirds ``o1, o2, m``:
+
+    - offsets ``= cat(o1, o2)`` read in torchvision's layout (``(dy, dx)`` per group per tap) — the
+      official EDVR/ERDN/BSSTNet convention, kept so that their checkpoints load;
+    - mask ``= sigmoid(m + mask_bias)``.
+
+    With ``max_residue_magnitude`` set (BSSTNet's flow-guided variant, BasicVSR++'s second-order
+    alignment) the offsets become ``max_residue_magnitude·tanh(cat(o1, o2))`` plus the given
+    optical flows: flow ``f`` of ``F`` flows steers the ``G/F`` consecutive deformable groups
+    ``[f·G/F, (f+1)·G/F)``, at every tap.
+
+    The last layer of ``conv_offset`` is zero-initialised, so a fresh module samples the regular
+    grid (plus the flow) with mask 0.5. ``weight`` follows ``ModulatedDeformConvPack``:
+    uniform ``±1/sqrt(Cin·K)``, zero bias.
+
+    Args:
+        in_channels, out_channels: of the deformable convolution.
+        kernel_size, stride, padding, dilation, groups: as ``nn.Conv2d``.
+        deformable_groups: offset groups ``G``; must divide ``in_channels``.
+        bias: learn a bias.
+        cond_channels: channels of ``cond`` (default ``in_channels``).
+        offset_channels: hidden widths of ``conv_offset``. ``()`` (default) is a single
+            ``3×3`` conv ``cond_channels -> 3·G·K`` (EDVR/ERDN, keys ``conv_offset.{weight,bias}``);
+            e.g. ``(C, C, C)`` gives BSSTNet's ``conv3×3 -> LReLU(0.1)`` stack (keys
+            ``conv_offset.{0,2,4,6}``).
+        max_residue_magnitude: ``None`` (ERDN) or the tanh bound of the offset residual
+            (BSSTNet passes 5); when set, ``forward`` requires ``flow``.
+
+    Shape:
+        - x: ``(B, Cin, H, W)``
+        - cond: ``(B, cond_channels, Ho, Wo)`` (the output grid; ``Ho = H`` for stride 1 and
+          "same" padding)
+        - flow: ``(B, F, 2, Ho, Wo)`` or ``(B, 2, Ho, Wo)`` (``F = 1``), channel 0 = x, 1 = y, in
+          pixels of ``x``, pointing from the output grid into ``x``; ``F`` divides ``G``
+        - mask_bias: ``(B, F', Ho, Wo)``, added to the mask logits of the ``G/F'`` consecutive
+          groups of each channel (BSSTNet adds ``0.1·(2·A - 1)`` from its sharp maps ``A``)
+        - Output: ``(B, out_channels, Ho, Wo)``
+
+    Example:
+        >>> dcn = ModulatedDeformConv2d(16, 16, deformable_groups=4)
+        >>> dcn(torch.randn(2, 16, 12, 12), torch.randn(2, 16, 12, 12)).shape
+        torch.Size([2, 16, 12, 12])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair = 3, stride: IntPair = 1,
+                 padding: IntPair = 1, dilation: IntPair = 1, groups: int = 1, deformable_groups: int = 1,
+                 bias: bool = True, cond_channels: Optional[int] = None, offset_channels: Sequence[int] = (),
+                 max_residue_magnitude: Optional[float] = None) -> None:
+        super().__init__()
+        self.kernel_size = to_pair(kernel_size, "kernel_size", minimum=1)
+        self.stride = to_pair(stride, "stride", minimum=1)
+        self.padding = to_pair(padding, "padding", minimum=0)
+        self.dilation = to_pair(dilation, "dilation", minimum=1)
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups),
+                            ("deformable_groups", deformable_groups)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups: expected a divisor of in_channels={in_channels} and "
+                             f"out_channels={out_channels}, got {groups}")
+        if in_channels % deformable_groups:
+            raise ValueError(f"deformable_groups: expected a divisor of in_channels={in_channels}, "
+                             f"got {deformable_groups}")
+        if max_residue_magnitude is not None and max_residue_magnitude <= 0:
+            raise ValueError(f"max_residue_magnitude: expected > 0 or None, got {max_residue_magnitude}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.groups, self.deformable_groups = groups, deformable_groups
+        self.max_residue_magnitude = max_residue_magnitude
+        self.taps = self.kernel_size[0] * self.kernel_size[1]
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.conv_offset = _offset_net(cond_channels or in_channels, tuple(offset_channels),
+                                       3 * deformable_groups * self.taps)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in_channels * self.taps)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        last = self.conv_offset if isinstance(self.conv_offset, nn.Conv2d) else self.conv_offset[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def offsets_and_mask(self, cond: torch.Tensor, flow: Optional[torch.Tensor] = None,
+                         mask_bias: Optional[torch.Tensor] = None):
+        """``(offset (B, 2·G·K, Ho, Wo), mask (B, G·K, Ho, Wo))`` predicted from ``cond``."""
+        o1, o2, logits = torch.chunk(self.conv_offset(cond), 3, dim=1)
+        offset = torch.cat((o1, o2), dim=1)
+        if self.max_residue_magnitude is not None:
+            offset = self.max_residue_magnitude * torch.tanh(offset) + self._flow_offsets(flow, offset)
+        if mask_bias is not None:
+            logits = logits + self._expand_per_group(mask_bias, "mask_bias", logits)
+        return offset, torch.sigmoid(logits)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, flow: Optional[torch.Tensor] = None,
+                mask_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        dims = check_shape(x, "B C H W", name="x", sizes={"C": self.in_channels})
+        ho, wo = (_conv_out(dims[d], k, s, p, dl) for d, k, s, p, dl in
+                  zip("HW", self.kernel_size, self.stride, self.padding, self.dilation))
+        check_shape(cond, "B C H W", name="cond",
+                    sizes={"B": dims["B"], "C": self._cond_channels(), "H": ho, "W": wo})
+        if flow is not None and self.max_residue_magnitude is None:
+            raise ValueError("flow: only used with max_residue_magnitude set (the flow-guided variant); got a flow")
+        offset, mask = self.offsets_and_mask(cond, flow, mask_bias)
+        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                             dilation=self.dilation, mask=mask)
+
+    def _cond_channels(self) -> int:
+        first = self.conv_offset if isinstance(self.conv_offset, nn.Conv2d) else self.conv_offset[0]
+        return first.in_channels
+
+    def _flow_offsets(self, flow: Optional[torch.Tensor], offset: torch.Tensor) -> torch.Tensor:
+        if flow is None:
+            raise ValueError("flow: required when max_residue_magnitude is set, got None")
+        if flow.dim() == 4:
+            flow = flow.unsqueeze(1)
+        b, _, h, w = offset.shape
+        dims = check_shape(flow, "B F 2 H W", name="flow", sizes={"B": b, "H": h, "W": w})
+        self._check_divides(dims["F"], "flow")
+        # Flows are (x, y); the offset layout wants (dy, dx) per group per tap.
+        per_flow = self.deformable_groups // dims["F"] * self.taps
+        return repeat(flow.flip(2), "b f two h w -> b (f r two) h w", r=per_flow)
+
+    def _expand_per_group(self, t: torch.Tensor, name: str, logits: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = logits.shape
+        dims = check_shape(t, "B F H W", name=name, sizes={"B": b, "H": h, "W": w})
+        self._check_divides(dims["F"], name)
+        return repeat(t, "b f h w -> b (f r) h w", r=self.deformable_groups // dims["F"] * self.taps)
+
+    def _check_divides(self, count: int, name: str) -> None:
+        if count == 0 or self.deformable_groups % count:
+            raise ValueError(f"{name}: expected a number of maps dividing deformable_groups="
+                             f"{self.deformable_groups} in dim 1, got {count}")
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+                f"deformable_groups={self.deformable_groups}, max_residue_magnitude={self.max_residue_magnitude}")
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _offset_net(cond_channels: int, hidden: tuple, out_channels: int) -> nn.Module:
+    if not hidden:
+        return nn.Conv2d(cond_channels, out_channels, 3, padding=1)
+    layers, width = [], cond_channels
+    for h in hidden:
+        layers += [nn.Conv2d(width, h, 3, padding=1), nn.LeakyReLU(0.1)]
+        width = h
+    return nn.Sequential(*layers, nn.Conv2d(width, out_channels, 3, padding=1))
