@@ -162,6 +162,46 @@ def _wavelet_fp():
     return WaveletFP(), (torch.randn(1, 4, 64, 128, 128),)
 
 
+def _deform_conv2d():
+    x = torch.randn(1, 64, 180, 320)
+    offset, mask = 2 * torch.randn(1, 144, 180, 320), torch.rand(1, 72, 180, 320)
+    weight, bias = torch.randn(64, 64, 3, 3), torch.randn(64)
+    return (lambda *a: ops.deform_conv2d(*a[:4], padding=1, mask=a[4])), (x, offset, weight, bias, mask)
+
+
+def _dcn_pack():
+    from deblurlayers import ModulatedDeformConv2d
+
+    x = torch.randn(1, 64, 128, 128)
+    return ModulatedDeformConv2d(64, 64, deformable_groups=8), (x, torch.randn_like(x))
+
+
+def _pyramid_block():
+    from deblurlayers import DilatedPyramidBlock
+
+    return DilatedPyramidBlock(64, num_branches=4), (torch.randn(1, 128, 128, 128),)
+
+
+def _pyramid_align():
+    from deblurlayers import PyramidDeformableAlign
+
+    levels = [torch.randn(1, 64, 128 >> i, 128 >> i) for i in range(4)]
+    return PyramidDeformableAlign(), (levels, [torch.randn_like(t) for t in levels])
+
+
+def _gradient_map():
+    from deblurlayers import GradientMap
+
+    return GradientMap(), (torch.rand(1, 3, 256, 256),)
+
+
+def _gradient_branch():
+    from deblurlayers import SFTGradientBranch
+
+    feats = [torch.randn(1, 32 << j, 256 >> j, 256 >> j) for j in range(3)]
+    return SFTGradientBranch(), (torch.rand(1, 3, 256, 256), feats)
+
+
 ROWS: List[Row] = [
     Row("ops.haar_dwt2d", "1x64x360x640", _haar_dwt),
     Row("ops.haar_idwt2d", "1x64x180x320 (+3C highs)", _haar_idwt),
@@ -182,6 +222,12 @@ ROWS: List[Row] = [
     Row("layers.CWGDN", "1x10x64x64x64 (DSTNet, 256² at 1/4)", _cwgdn, native=False),
     Row("layers.DTFF (one step)", "1x64x128x128 (DSTNet, 256² at 1/2)", _dtff),
     Row("layers.WaveletFP", "1x4x64x128x128 (DSTNet config)", _wavelet_fp),
+    Row("ops.deform_conv2d", "1x64x180x320, 3x3, 64->64, 8 offset groups", _deform_conv2d),
+    Row("layers.ModulatedDeformConv2d (ERDN DCNv2Pack)", "1x64x128x128, 8 groups", _dcn_pack),
+    Row("layers.DilatedPyramidBlock (4 branches, ERDN l1)", "1x128x128x128 -> 64", _pyramid_block, native=False),
+    Row("layers.PyramidDeformableAlign (ERDN PCD)", "4 levels from 1x64x128x128", _pyramid_align),
+    Row("layers.GradientMap", "1x3x256x256", _gradient_map, native=False),
+    Row("layers.SFTGradientBranch", "1x3x256x256 + encoder features", _gradient_branch, native=False),
 ]
 
 
