@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 
 import torch
 
+import _memory
 from deblurlayers import BlurAwareSparseAttention
 from deblurlayers.flops import count_flops
 
@@ -64,27 +63,16 @@ def forward_seconds(frames: int, repeats: int) -> dict:
 
 
 def peak_extra_mb(variant: str, frames: int, threads: int) -> float:
-    code = f"""
-import sys, torch
-sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
-from bsst_scaling import make_inputs, make_layer
-def status_mb(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-torch.set_num_threads({threads})
-layer = make_layer({variant!r}, {frames})
-with torch.no_grad():
+    setup = f"""
+    import torch
+    from bsst_scaling import make_inputs, make_layer
+    torch.set_num_threads({threads})
+    layer = make_layer({variant!r}, {frames})
+    torch.set_grad_enabled(False)
     make_layer({variant!r}, 4)(*make_inputs(4))  # load libraries first
     tokens, blur = make_inputs({frames})
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = status_mb("VmRSS")
-    layer(tokens, blur)
-print(status_mb("VmHWM") - before)
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(proc.stdout.split()[-1])
+    """
+    return _memory.peak_extra_mb(setup, "layer(tokens, blur)")
 
 
 def plot(rows, path: str) -> None:

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.benchmark import Timer
 
+import _memory
 from deblurlayers import native_status
 from deblurlayers.ops import ms_deform_attn, ms_deform_attn_reference
 
@@ -94,30 +93,19 @@ def time_all(h, w, threads, min_run_time, repeats):
 
 def peak_extra_mb(name, h, w, backward):
     """Run in a fresh process: peak resident-set growth (MB) of one forward (+ backward)."""
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
-    code = f"""
-import torch, sys
-def status_mb(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
-from deform_attn_speed import call, make_inputs
-torch.set_num_threads(1)
-value, levels, loc, weights = make_inputs({h}, {w}, requires_grad={backward})
-small = make_inputs(4, 4, requires_grad={backward})
-call({name!r}, *small)  # load libraries first
-# Building the inputs peaked above what they occupy: restart the high-water mark from here.
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-before = status_mb("VmRSS")
-out = call({name!r}, value, levels, loc, weights)
-if {backward}:
-    torch.autograd.grad(out, (value, loc, weights), torch.ones_like(out))
-print(status_mb("VmHWM") - before)
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(proc.stdout.split()[-1])
+    setup = f"""
+    import torch
+    from deform_attn_speed import call, make_inputs
+    torch.set_num_threads(1)
+    value, levels, loc, weights = make_inputs({h}, {w}, requires_grad={backward})
+    call({name!r}, *make_inputs(4, 4, requires_grad={backward}))  # load libraries first
+    """
+    run = f"""
+    out = call({name!r}, value, levels, loc, weights)
+    if {backward}:
+        torch.autograd.grad(out, (value, loc, weights), torch.ones_like(out))
+    """
+    return _memory.peak_extra_mb(setup, run)
 
 
 def gathered_bytes(h, w):

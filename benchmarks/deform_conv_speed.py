@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.benchmark import Timer
 
-from _memory import peak_extra_mb
+import _memory
 from deblurlayers import native_status
 from deblurlayers.ops import deform_conv2d, deform_conv2d_reference
 
@@ -104,7 +104,7 @@ def memory_mb(name, h, w, backward, threads):
     if {backward}:
         torch.autograd.grad(out, list(t.values()), torch.ones_like(out))
     """
-    return peak_extra_mb(setup, run)
+    return _memory.peak_extra_mb(setup, run)
 
 
 def main(argv=None):
