@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..utils import check_shape, to_pair
+from ..utils import check_shape, conv_output_size, to_pair
 
 __all__ = [
     "SoftSplit", "SoftComp", "FusionFeedForward", "SparseWindowAttention", "BlurAwareSparseAttention",
@@ -37,7 +37,7 @@ WINDOW_POOLS = ("avg", "max")
 
 def _grid_size(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int],
                padding: Tuple[int, int]) -> Tuple[int, int]:
-    return tuple((s + 2 * p - k) // st + 1 for s, k, st, p in zip(size, kernel, stride, padding))
+    return conv_output_size(size, kernel, stride, padding)
 
 
 def _init_normal(module: nn.Module, std: float) -> None:

@@ -9,7 +9,7 @@ from einops import repeat
 from torch import nn
 
 from ..ops import deform_conv2d
-from ..utils import check_shape, to_pair
+from ..utils import check_shape, conv_output_size, to_pair
 from ..utils.checks import IntPair
 
 __all__ = ["ModulatedDeformConv2d"]
@@ -87,10 +87,11 @@ class ModulatedDeformConv2d(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.groups, self.deformable_groups = groups, deformable_groups
         self.max_residue_magnitude = max_residue_magnitude
+        self.cond_channels = cond_channels or in_channels
         self.taps = self.kernel_size[0] * self.kernel_size[1]
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        self.conv_offset = _offset_net(cond_channels or in_channels, tuple(offset_channels),
+        self.conv_offset = _offset_net(self.cond_channels, tuple(offset_channels),
                                        3 * deformable_groups * self.taps)
         self.reset_parameters()
 
@@ -117,19 +118,15 @@ class ModulatedDeformConv2d(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, flow: Optional[torch.Tensor] = None,
                 mask_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         dims = check_shape(x, "B C H W", name="x", sizes={"C": self.in_channels})
-        ho, wo = (_conv_out(dims[d], k, s, p, dl) for d, k, s, p, dl in
-                  zip("HW", self.kernel_size, self.stride, self.padding, self.dilation))
+        ho, wo = conv_output_size((dims["H"], dims["W"]), self.kernel_size, self.stride, self.padding,
+                                  self.dilation)
         check_shape(cond, "B C H W", name="cond",
-                    sizes={"B": dims["B"], "C": self._cond_channels(), "H": ho, "W": wo})
+                    sizes={"B": dims["B"], "C": self.cond_channels, "H": ho, "W": wo})
         if flow is not None and self.max_residue_magnitude is None:
             raise ValueError("flow: only used with max_residue_magnitude set (the flow-guided variant); got a flow")
         offset, mask = self.offsets_and_mask(cond, flow, mask_bias)
         return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
                              dilation=self.dilation, mask=mask)
-
-    def _cond_channels(self) -> int:
-        first = self.conv_offset if isinstance(self.conv_offset, nn.Conv2d) else self.conv_offset[0]
-        return first.in_channels
 
     def _flow_offsets(self, flow: Optional[torch.Tensor], offset: torch.Tensor) -> torch.Tensor:
         if flow is None:
@@ -158,10 +155,6 @@ class ModulatedDeformConv2d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"deformable_groups={self.deformable_groups}, max_residue_magnitude={self.max_residue_magnitude}")
-
-
-def _conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _offset_net(cond_channels: int, hidden: tuple, out_channels: int) -> nn.Module:

@@ -16,7 +16,7 @@ from einops import rearrange
 
 from .. import flops as _flops
 from .._native.registry import define
-from ..utils import check_floating, check_same_device, check_shape, to_pair
+from ..utils import check_floating, check_same_device, check_shape, conv_output_size, to_pair
 from ._backend import use_native
 
 __all__ = ["deform_conv2d", "deform_conv2d_reference"]
@@ -114,8 +114,7 @@ def _check(input, offset, weight, bias, stride, padding, dilation, mask):
                          f"and Cout, got shape {tuple(weight.shape)}")
     groups = cin // cin_g
     taps = wdims["KH"] * wdims["KW"]
-    ho = (dims["H"] + 2 * padding[0] - dilation[0] * (wdims["KH"] - 1) - 1) // stride[0] + 1
-    wo = (dims["W"] + 2 * padding[1] - dilation[1] * (wdims["KW"] - 1) - 1) // stride[1] + 1
+    ho, wo = conv_output_size((dims["H"], dims["W"]), (wdims["KH"], wdims["KW"]), stride, padding, dilation)
     if ho < 1 or wo < 1:
         raise ValueError(f"input: the {wdims['KH']}x{wdims['KW']} kernel (padding {padding}, dilation "
                          f"{dilation}) does not fit a {dims['H']}x{dims['W']} input")

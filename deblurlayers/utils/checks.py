@@ -112,3 +112,11 @@ def to_pair(value: IntPair, name: str, minimum: int = 0) -> Tuple[int, int]:
     if min(pair) < minimum:
         raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
     return pair
+
+
+def conv_output_size(size: IntPair, kernel_size: IntPair, stride: IntPair = 1, padding: IntPair = 0,
+                     dilation: IntPair = 1) -> Tuple[int, int]:
+    """``(Ho, Wo)`` of a convolution over an ``(H, W)`` map, as ``conv2d`` computes it (may be < 1)."""
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in
+                 zip(to_pair(size, "size"), to_pair(kernel_size, "kernel_size"), to_pair(stride, "stride"),
+                     to_pair(padding, "padding"), to_pair(dilation, "dilation")))
