@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-__all__ = ["LayerNorm2d", "ResBlock", "pad_to_multiple"]
+__all__ = ["LayerNorm2d", "ResBlock", "ResidualDenseBlock", "pad_to_multiple", "encoder_stage", "decoder_stage",
+           "output_stage"]
 
 
 class LayerNorm2d(nn.Module):
@@ -64,6 +65,73 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.act(self.conv1(x)))
+
+
+class ResidualDenseBlock(nn.Module):
+    """RDN's residual dense block: densely connected 3x3 convs, a 1x1 local fusion, a local residual.
+
+    ``y_i = ReLU(conv_i([x, y_1, ..., y_{i-1}]))`` for ``i = 1..L``;
+    ``out = x + fusion([x, y_1, ..., y_L])``.
+
+    Args:
+        channels: C.
+        growth: channels each conv adds (32).
+        num_layers: L (4).
+
+    Shape:
+        - Input: ``(N, C, H, W)``
+        - Output: ``(N, C, H, W)``
+    """
+
+    def __init__(self, channels: int, growth: int = 32, num_layers: int = 4) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels + i * growth, growth, 3, padding=1), nn.ReLU())
+            for i in range(num_layers))
+        self.fusion = nn.Conv2d(channels + num_layers * growth, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.layers:
+            features.append(layer(torch.cat(features, dim=1)))
+        return x + self.fusion(torch.cat(features, dim=1))
+
+
+# CDVD-TSP's encoder-decoder stages (Pan et al., CVPR 2020), shared by STDANet (its whole U-Net)
+# and ERDN (``center_net``, ``recons_net``). Their index layout (``0.0`` = the head conv, ``1..n``
+# = ResBlocks, ``n+1.0`` = the transposed conv) is the official one, so released weights load.
+# Every ResBlock is conv-ReLU-conv; the head/upsampling activation is LeakyReLU(0.1) in STDANet
+# and ReLU in ERDN (``negative_slope``).
+
+
+def encoder_stage(in_channels: int, channels: int, kernel_size: int = 3, stride: int = 1,
+                  negative_slope: float = 0.1, num_resblocks: int = 3) -> nn.Sequential:
+    """``inBlock`` (stride 1) / ``encoder_first``, ``encoder_second`` (stride 2) of CDVD-TSP.
+
+    ``[Conv(k, stride) + LeakyReLU] -> num_resblocks x ResBlock(k)``:
+    ``(N, in_channels, H, W) -> (N, channels, H / stride, W / stride)``.
+    """
+    head = nn.Sequential(nn.Conv2d(in_channels, channels, kernel_size, stride, kernel_size // 2),
+                         nn.LeakyReLU(negative_slope))
+    return nn.Sequential(head, *[ResBlock(channels, 0.0, kernel_size=kernel_size) for _ in range(num_resblocks)])
+
+
+def decoder_stage(in_channels: int, channels: int, kernel_size: int = 5, negative_slope: float = 0.1,
+                  num_resblocks: int = 3) -> nn.Sequential:
+    """``decoder_second`` / ``decoder_first`` of CDVD-TSP.
+
+    ``num_resblocks x ResBlock(k) -> [ConvTranspose 3x3 s2 + LeakyReLU]``:
+    ``(N, in_channels, H, W) -> (N, channels, 2H, 2W)``.
+    """
+    up = nn.Sequential(nn.ConvTranspose2d(in_channels, channels, 3, stride=2, padding=1, output_padding=1),
+                       nn.LeakyReLU(negative_slope))
+    return nn.Sequential(*[ResBlock(in_channels, 0.0, kernel_size=kernel_size) for _ in range(num_resblocks)], up)
+
+
+def output_stage(channels: int, out_channels: int = 3, kernel_size: int = 5, num_resblocks: int = 3) -> nn.Sequential:
+    """``outBlock`` of CDVD-TSP: ``num_resblocks x ResBlock(k) -> Conv(k)``, no activation."""
+    return nn.Sequential(*[ResBlock(channels, 0.0, kernel_size=kernel_size) for _ in range(num_resblocks)],
+                         nn.Conv2d(channels, out_channels, kernel_size, padding=kernel_size // 2))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect",

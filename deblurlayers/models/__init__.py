@@ -1,3 +1,21 @@
-"""Reference models of the papers, assembled from deblurlayers.layers."""
+"""Reference models of the papers, assembled from :mod:`deblurlayers.layers`.
 
-__all__ = []
+Each file holds one paper's models, their builders (registered by name) and the converter of its
+released checkpoints:
+
+- :mod:`.stdanet`: ``STDANet``, ``STDANetStack`` (``"stdanet"``, ``"stdanet_stack"``)
+- :mod:`.dstnet`: ``DSTNet`` (``"dstnet"``, ``"dstnet_l"``)
+- :mod:`.fstanet`: ``FSTANet`` (``"fstanet"``, derived: the paper released no code)
+
+``get_model(name, **kwargs)`` builds by name; ``load_official(model, checkpoint)`` loads a released
+checkpoint of the official code.
+"""
+from ._checkpoint import OfficialLoadResult, load_official
+from ._registry import get_model, list_models, register_model
+from .dstnet import DSTNet, dstnet_loss
+from .fstanet import FSTANet
+from .stdanet import STDANet, STDANetStack, stdanet_loss, stdanet_stack_loss, stdanet_warp_loss
+
+__all__ = ["list_models", "get_model", "register_model", "load_official", "OfficialLoadResult", "STDANet",
+           "STDANetStack", "DSTNet", "FSTANet", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss",
+           "dstnet_loss"]

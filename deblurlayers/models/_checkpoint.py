@@ -1,0 +1,138 @@
+"""``load_official``: load a released checkpoint into a library model.
+
+The generic part lives here: reading the file, unwrapping the training frameworks' containers and
+``DataParallel``'s ``module.`` prefix. What a paper's checkpoint calls its tensors is that paper's
+knowledge: each model file registers a converter (:func:`register_converter`) that maps the
+official names (and, where the library stores a tensor differently, the official layout) onto the
+model's ``state_dict``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Type, Union
+
+import torch
+from torch import nn
+
+__all__ = ["load_official", "register_converter", "OfficialLoadResult"]
+
+StateDict = Dict[str, torch.Tensor]
+# A converter returns the state dict in the model's names and the official keys it discarded
+# on purpose (modules the library does not hold), each with the reason.
+Converter = Callable[[nn.Module, StateDict], Tuple[StateDict, Dict[str, str]]]
+
+_CONVERTERS: Dict[Type[nn.Module], Converter] = {}
+
+# Containers the official training codes save: BasicSR ({'params': ...}, {'params_ema': ...}),
+# STDAN's training checkpoints ({'deblurnet_state_dict': ...}), generic ({'state_dict': ...}).
+WRAPPER_KEYS = ("params", "params_ema", "deblurnet_state_dict", "state_dict", "model")
+
+
+class OfficialLoadResult(NamedTuple):
+    """What :func:`load_official` did not map: keys the model lacks, keys the checkpoint lacks, and
+    official keys the converter discarded on purpose (``{key: reason}``)."""
+
+    missing_keys: List[str]
+    unexpected_keys: List[str]
+    discarded_keys: Dict[str, str]
+
+
+def register_converter(model_type: Type[nn.Module]) -> Callable[[Converter], Converter]:
+    """Register the official-checkpoint converter of ``model_type`` (and its subclasses)."""
+
+    def decorate(converter: Converter) -> Converter:
+        _CONVERTERS[model_type] = converter
+        return converter
+
+    return decorate
+
+
+def load_official(model: nn.Module, checkpoint: Union[str, os.PathLike, Mapping[str, object]],
+                  strict: bool = True, param_key: Optional[str] = None) -> OfficialLoadResult:
+    """Load a released checkpoint of the paper's official code into ``model``.
+
+    1. ``checkpoint`` is a path (read with ``torch.load(weights_only=True)`` onto the CPU) or a dict.
+    2. Training containers are unwrapped: ``param_key`` if given, else the first of ``params``,
+       ``params_ema``, ``deblurnet_state_dict``, ``state_dict``, ``model`` that is present.
+    3. A ``module.`` prefix (``DataParallel``) is stripped.
+    4. The model's converter maps the official names onto the model's ``state_dict`` and discards
+       the tensors of modules the library does not hold (reported in ``discarded_keys``).
+
+    Args:
+        model: a model of :mod:`deblurlayers.models` built with the checkpoint's configuration.
+        checkpoint: path or (wrapped) state dict.
+        strict: raise if any model key is missing or any checkpoint key is left over; nothing is
+            loaded then.
+        param_key: the container key to read (e.g. ``"params_ema"``).
+
+    Returns:
+        :class:`OfficialLoadResult` (all lists empty after a complete load).
+
+    Raises:
+        TypeError: ``model`` has no converter, or ``checkpoint`` is not a path or a dict.
+        KeyError: ``param_key`` is not in the checkpoint.
+        RuntimeError: ``strict`` and the keys do not match (the message lists them), or a shape
+            differs.
+
+    Example:
+        >>> from deblurlayers.models import DSTNet, load_official
+        >>> model = DSTNet()
+        >>> result = load_official(model, "DSTNet_GOPRO.pth")  # doctest: +SKIP
+    """
+    converter = _converter_for(model)
+    state = _unwrap(_read(checkpoint), param_key)
+    state = {_strip_module(key): value for key, value in state.items()}
+    converted, discarded = converter(model, state)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(converted))
+    unexpected = sorted(set(converted) - set(own))
+    if strict and (missing or unexpected):
+        raise RuntimeError(f"load_official: the checkpoint does not match {type(model).__name__}:\n"
+                           f"  missing keys ({len(missing)}): {missing}\n"
+                           f"  unexpected keys ({len(unexpected)}): {unexpected}")
+    model.load_state_dict({k: v for k, v in converted.items() if k in own}, strict=False)
+    return OfficialLoadResult(missing, unexpected, discarded)
+
+
+def rename_prefixes(state: StateDict, renames: Mapping[str, str]) -> StateDict:
+    """``state`` with each key's first matching prefix in ``renames`` replaced (others kept)."""
+    out = {}
+    for key, value in state.items():
+        for old, new in renames.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def _converter_for(model: nn.Module) -> Converter:
+    for cls in type(model).__mro__:
+        if cls in _CONVERTERS:
+            return _CONVERTERS[cls]
+    known = sorted(cls.__name__ for cls in _CONVERTERS)
+    raise TypeError(f"model: expected one of {known} (a model with an official checkpoint format), "
+                    f"got {type(model).__name__}")
+
+
+def _read(checkpoint) -> Mapping[str, object]:
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(checkpoint, Mapping):
+        return checkpoint
+    raise TypeError(f"checkpoint: expected a path or a state dict, got {type(checkpoint).__name__}")
+
+
+def _unwrap(checkpoint: Mapping[str, object], param_key: Optional[str]) -> StateDict:
+    if param_key is not None:
+        if param_key not in checkpoint:
+            raise KeyError(f"param_key: {param_key!r} is not in the checkpoint (keys: {sorted(checkpoint)[:10]})")
+        return dict(checkpoint[param_key])
+    for key in WRAPPER_KEYS:
+        if isinstance(checkpoint.get(key), Mapping):
+            return dict(checkpoint[key])
+    return {key: value for key, value in checkpoint.items() if isinstance(value, torch.Tensor)}
+
+
+def _strip_module(key: str) -> str:
+    return key[len("module."):] if key.startswith("module.") else key
