@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Set
+from typing import Optional, Set, Tuple
 
 import torch
 
@@ -57,3 +57,21 @@ def unsupported_reason(op: str, device_type: str) -> Optional[str]:
     if not has_kernel(op, "CPU" if key == "Meta" else key):
         return f"the native library was built without {key} kernels for {op}"
     return None
+
+
+def promote_under_autocast(*tensors: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], ...]:
+    """Under ``torch.autocast``, the floating tensors among ``tensors`` cast to their widest dtype.
+
+    Inside an autocast region the inputs of one op often come out of different layers in different
+    precisions (a low-precision conv output next to an fp32 residual or sampling grid). An op
+    given such a mix runs in the widest of them, as eager type promotion would, so sampling
+    positions are never rounded down; outside autocast mixed dtypes stay an error of the op's
+    checks. Non-floating tensors and ``None`` pass through.
+    """
+    floating = [t for t in tensors if t is not None and t.is_floating_point()]
+    if not floating or not torch.is_autocast_enabled(floating[0].device.type):
+        return tensors
+    widest = floating[0].dtype
+    for t in floating[1:]:
+        widest = torch.promote_types(widest, t.dtype)
+    return tuple(t.to(widest) if t is not None and t.is_floating_point() else t for t in tensors)

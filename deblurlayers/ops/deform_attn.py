@@ -17,7 +17,7 @@ from einops import rearrange
 from .. import flops as _flops
 from .._native.registry import define
 from ..utils import check_floating, check_same_device, check_shape
-from ._backend import use_native
+from ._backend import promote_under_autocast, use_native
 
 __all__ = ["ms_deform_attn", "ms_deform_attn_reference", "level_start_index"]
 
@@ -57,6 +57,8 @@ def ms_deform_attn(
         >>> torch.allclose(out[0, 0], value[0, 5].flatten())
         True
     """
+    value, sampling_locations, attention_weights = promote_under_autocast(value, sampling_locations,
+                                                                          attention_weights)
     shapes, starts, levels = _check(value, spatial_shapes, level_start_index, sampling_locations,
                                     attention_weights)
     if use_native("ms_deform_attn", value):

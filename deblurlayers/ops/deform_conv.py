@@ -17,7 +17,7 @@ from einops import rearrange
 from .. import flops as _flops
 from .._native.registry import define
 from ..utils import check_floating, check_same_device, check_shape, conv_output_size, to_pair
-from ._backend import use_native
+from ._backend import promote_under_autocast, use_native
 
 __all__ = ["deform_conv2d", "deform_conv2d_reference"]
 
@@ -49,6 +49,7 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
         >>> torch.allclose(out, F.conv2d(x, w, padding=1), atol=1e-5)
         True
     """
+    input, offset, weight, bias, mask = promote_under_autocast(input, offset, weight, bias, mask)
     args = _check(input, offset, weight, bias, stride, padding, dilation, mask)
     if mask is None:
         mask = input.new_ones(offset.shape[0], offset.shape[1] // 2, *offset.shape[2:])
@@ -63,6 +64,7 @@ def deform_conv2d_reference(input: torch.Tensor, offset: torch.Tensor, weight: t
                             bias: Optional[torch.Tensor] = None, stride: IntPair = 1, padding: IntPair = 0,
                             dilation: IntPair = 1, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`deform_conv2d` in plain PyTorch: every tap sampled with ``grid_sample``, one GEMM."""
+    input, offset, weight, bias, mask = promote_under_autocast(input, offset, weight, bias, mask)
     args = _check(input, offset, weight, bias, stride, padding, dilation, mask)
     if mask is None:
         mask = input.new_ones(offset.shape[0], offset.shape[1] // 2, *offset.shape[2:])

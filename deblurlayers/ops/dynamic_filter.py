@@ -15,7 +15,7 @@ from einops import rearrange
 from .. import flops as _flops
 from .._native.registry import define
 from ..utils import check_floating, check_same_device, check_shape
-from ._backend import use_native
+from ._backend import promote_under_autocast, use_native
 
 __all__ = ["pixel_dynamic_filter", "pixel_dynamic_filter_reference", "channel_dynamic_filter"]
 
@@ -42,6 +42,7 @@ def pixel_dynamic_filter(x: torch.Tensor, kernels: torch.Tensor, kernel_size: in
         >>> torch.allclose(pixel_dynamic_filter(x, delta), x)
         True
     """
+    x, kernels = promote_under_autocast(x, kernels)
     _check(x, kernels, kernel_size)
     if use_native("pixel_dynamic_filter", x):
         return torch.ops.deblurlayers.pixel_dynamic_filter(x, kernels, kernel_size)

@@ -20,7 +20,7 @@ from einops import rearrange, repeat
 from .. import flops as _flops
 from .._native.registry import define
 from ..utils import check_floating, check_same_device, check_shape
-from ._backend import use_native
+from ._backend import promote_under_autocast, use_native
 
 __all__ = ["haar_dwt2d", "haar_idwt2d", "haar_dwt2d_reference", "haar_idwt2d_reference"]
 
@@ -65,6 +65,7 @@ def haar_idwt2d(ll: torch.Tensor, highs: torch.Tensor, norm: str = "avg") -> tor
     Returns:
         ``(B, C, 2h, 2w)``.
     """
+    ll, highs = promote_under_autocast(ll, highs)
     _, inverse_scale = _check_idwt(ll, highs, norm)
     if use_native("haar_idwt2d", ll):
         return torch.ops.deblurlayers.haar_idwt2d(ll, highs, inverse_scale)
