@@ -88,8 +88,8 @@ def load_official(model: nn.Module, checkpoint: Union[str, os.PathLike, Mapping[
     unexpected = sorted(set(converted) - set(own))
     if strict and (missing or unexpected):
         raise RuntimeError(f"load_official: the checkpoint does not match {type(model).__name__}:\n"
-                           f"  missing keys ({len(missing)}): {missing}\n"
-                           f"  unexpected keys ({len(unexpected)}): {unexpected}")
+                           f"  missing keys ({len(missing)}): {_abridged(missing)}\n"
+                           f"  unexpected keys ({len(unexpected)}): {_abridged(unexpected)}")
     model.load_state_dict({k: v for k, v in converted.items() if k in own}, strict=False)
     return OfficialLoadResult(missing, unexpected, discarded)
 
@@ -104,6 +104,10 @@ def rename_prefixes(state: StateDict, renames: Mapping[str, str]) -> StateDict:
                 break
         out[key] = value
     return out
+
+
+def _abridged(keys: List[str], shown: int = 20) -> str:
+    return str(keys) if len(keys) <= shown else f"{keys[:shown]} and {len(keys) - shown} more"
 
 
 def _converter_for(model: nn.Module) -> Converter:

@@ -6,7 +6,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from ..utils import check_shape
+from ..utils import autocast_enabled, check_shape
 
 __all__ = ["check_clip"]
 
@@ -30,7 +30,7 @@ def check_clip(frames: torch.Tensor, model: nn.Module, *, name: str = "frames", 
         raise TypeError(f"{name}: expected a floating-point tensor, got dtype {frames.dtype}")
     weight = next(model.parameters(), None)
     if (weight is not None and frames.dtype != weight.dtype
-            and not torch.is_autocast_enabled(frames.device.type)):
+            and not autocast_enabled(frames.device.type)):
         raise TypeError(f"{name}: expected dtype {weight.dtype} (that of the parameters; or run under "
                         f"torch.autocast), got {frames.dtype}")
     return dims

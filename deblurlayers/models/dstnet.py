@@ -110,7 +110,7 @@ def official_haar_filters(channels: int) -> torch.Tensor:
 
 
 _PER_FRAME_CONVS = ("feat_extractor.weight", "recons.weight")
-_TOP_LEVEL = ("feat_extractor.", "recons.")
+_TOP_LEVEL = ("feat_extractor.", "recons.", "wavelet_fp.")  # the last: a library state dict
 
 
 @register_converter(DSTNet)

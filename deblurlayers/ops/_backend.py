@@ -16,7 +16,7 @@ import torch
 
 from .. import _native
 from .._native.registry import has_kernel
-from ..utils import env
+from ..utils import autocast_enabled, env
 
 _NATIVE_DEVICES = {"cpu": "CPU", "cuda": "CUDA", "meta": "Meta"}
 _WARNED: Set[str] = set()
@@ -69,7 +69,7 @@ def promote_under_autocast(*tensors: Optional[torch.Tensor]) -> Tuple[Optional[t
     checks. Non-floating tensors and ``None`` pass through.
     """
     floating = [t for t in tensors if t is not None and t.is_floating_point()]
-    if not floating or not torch.is_autocast_enabled(floating[0].device.type):
+    if not floating or not autocast_enabled(floating[0].device.type):
         return tensors
     widest = floating[0].dtype
     for t in floating[1:]:

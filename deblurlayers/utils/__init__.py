@@ -1,3 +1,3 @@
-from .checks import check_floating, check_same_device, check_shape, conv_output_size, to_pair
+from .checks import autocast_enabled, check_floating, check_same_device, check_shape, conv_output_size, to_pair
 
-__all__ = ["check_shape", "check_floating", "check_same_device", "to_pair", "conv_output_size"]
+__all__ = ["autocast_enabled", "check_shape", "check_floating", "check_same_device", "to_pair", "conv_output_size"]

@@ -10,7 +10,7 @@ from typing import Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-__all__ = ["check_shape", "check_floating", "check_same_device"]
+__all__ = ["check_shape", "check_floating", "check_same_device", "autocast_enabled"]
 
 
 def check_shape(
@@ -81,6 +81,11 @@ def check_same_device(x: torch.Tensor, ref: torch.Tensor, *, name: str, ref_name
     """Raise ``ValueError`` unless ``x`` lives on ``ref``'s device."""
     if x.device != ref.device:
         raise ValueError(f"{name}: expected a tensor on {ref.device} (the device of {ref_name}), got {x.device}")
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """``torch.is_autocast_enabled(device_type)``, False for devices autocast does not know (meta)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
 def _expected(names, sizes) -> str:

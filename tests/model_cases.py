@@ -1,0 +1,41 @@
+"""Small configurations of every registered model, with inputs and a loss, for the model tests.
+
+Keeping them beside the registry's names means a newly registered model without a case here fails
+``test_every_registered_model_has_a_case`` instead of silently escaping the model tests.
+"""
+import torch
+
+from deblurlayers.models import dstnet_loss, stdanet_loss, stdanet_stack_loss
+
+# name -> (small kwargs, input frames T, full-size manifest or None)
+CASES = {
+    "stdanet": (dict(channels=8, num_points=2), 3, "STDAN"),
+    "stdanet_stack": (dict(channels=8, num_points=2), 5, "STDAN_Stack"),
+    "dstnet": (dict(num_feat=8, num_blocks=1, num_cwgdn=1), 3, "DSTNet"),
+    "dstnet_l": (dict(num_feat=8, prop_feat=12, num_blocks=1, num_cwgdn=1), 3, "DSTNet_L"),
+    "fstanet": (dict(channels=8, growth=8, spatial_maps=4, temporal_maps=2), 5, None),
+}
+
+
+def training_loss(name, model, blurry, sharp):
+    """The model's own training loss on a (blurry, sharp) clip pair of the case's length."""
+    if name == "stdanet":
+        out, to_next, to_prev = model(blurry, return_flows=True)
+        return stdanet_loss(out, sharp, to_next, to_prev)
+    if name == "stdanet_stack":
+        out, stages, to_next, to_prev = model(blurry, return_stages=True, return_flows=True)
+        return stdanet_stack_loss(out, stages, sharp, to_next, to_prev)
+    if name.startswith("dstnet"):
+        return dstnet_loss(model(blurry), sharp)
+    out = model(blurry)
+    return torch.nn.functional.l1_loss(out, sharp[:, sharp.shape[1] // 2])
+
+
+def perturb_zero_init(model, std=0.02):
+    """Zero-initialised heads (STDANet's motion_out, offset heads) stop gradients to what feeds
+    them; give them small random values so a gradient test sees every parameter."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.copy_(std * torch.randn(p.shape, generator=gen))
