@@ -9,8 +9,14 @@ softmax and norms are not. Latency is the median of torch.utils.benchmark
 runs of the forward pass on the CPU, with the native kernels and with the
 PyTorch reference (DEBLURLAYERS_BACKEND=reference) in the same process.
 
-The table is printed and written to benchmarks/results/layer_flops.{md,json}.
-Each later layer and model adds its rows to ROWS.
+Models (every name of deblurlayers.models.list_models()) get a second table:
+parameters, GMACs per restored frame at 256x256 and 1280x720 (meta device)
+next to the papers' figures, and CPU forward time (best of --model-repeats
+runs) and peak extra memory (a fresh process each, benchmarks/_memory.py) at
+256x256, native vs reference.
+
+The tables are printed and written to benchmarks/results/layer_flops.{md,json}.
+Each later layer adds its rows to ROWS, each model its entry to MODELS.
 """
 from __future__ import annotations
 
@@ -231,6 +237,25 @@ ROWS: List[Row] = [
 ]
 
 
+@dataclass
+class ModelInfo:
+    """A registered model's benchmark input (``frames`` frames in, ``outputs`` restored frames out)
+    and what its paper reports."""
+
+    frames: int
+    outputs: int
+    paper: str
+
+
+MODELS: Dict[str, ModelInfo] = {
+    "stdanet": ModelInfo(3, 1, "1677 GMACs/frame at 720p; params not given"),
+    "stdanet_stack": ModelInfo(5, 1, "6000 GMACs/frame at 720p; params not given"),
+    "dstnet": ModelInfo(5, 5, "7.45 M params (official count incl. 1,024 frozen Haar values); 0.08 s at 720p on an A6000"),
+    "dstnet_l": ModelInfo(5, 5, "16.96 M params (incl. 1,024 frozen Haar values); 0.28 s at 720p on an A6000"),
+    "fstanet": ModelInfo(5, 1, "derived network: no figures (paper: GoPro 31.61 dB)"),
+}
+
+
 def _params(fn: Callable) -> int:
     return sum(p.numel() for p in fn.parameters()) if isinstance(fn, torch.nn.Module) else 0
 
@@ -251,6 +276,78 @@ def measure(row: Row, threads: int, min_run_time: float, latency: bool) -> Dict:
         if row.native:
             result["native_ms"] = _latency_ms(fn, inputs, "native", threads, min_run_time)
     return result
+
+
+def _model_forward_ms(name: str, frames: torch.Tensor, backend: str, repeats: int) -> float:
+    from deblurlayers.models import get_model
+
+    model = get_model(name).eval()
+    best = float("inf")
+    with ops.use_backend(backend), torch.no_grad():
+        model(frames)  # warm-up: native build loaded, allocator primed
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(frames)
+            best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+def _model_peak_mb(name: str, shape: Tuple[int, ...], backend: str, threads: int) -> float:
+    from _memory import peak_extra_mb
+
+    setup = f"""
+        import torch
+        from deblurlayers import ops
+        from deblurlayers.models import get_model
+        torch.set_num_threads({threads})
+        model = get_model({name!r}).eval()
+        x = torch.rand({shape!r})
+        with ops.use_backend({backend!r}), torch.no_grad():
+            model(x[..., :32, :32])
+    """
+    run = f"""
+        with ops.use_backend({backend!r}), torch.no_grad():
+            model(x)
+    """
+    return peak_extra_mb(setup, run)
+
+
+def measure_model(name: str, threads: int, repeats: int, latency: bool) -> Dict:
+    from deblurlayers.models import get_model
+
+    info = MODELS[name]
+    model = get_model(name)
+    per_frame = {}
+    for label, (h, w) in (("256", (256, 256)), ("720p", (720, 1280))):
+        per_frame[label] = count_flops(model, torch.zeros(1, info.frames, 3, h, w)).gmacs / info.outputs
+    result = {"name": name, "frames": info.frames, "params": _params(model), "gmacs_256": per_frame["256"],
+              "gmacs_720p": per_frame["720p"], "paper": info.paper}
+    if latency:
+        shape = (1, info.frames, 3, 256, 256)
+        frames = torch.rand(shape)
+        for backend in ("native", "reference"):
+            result[f"{backend}_ms"] = _model_forward_ms(name, frames, backend, repeats)
+            result[f"{backend}_peak_mb"] = _model_peak_mb(name, shape, backend, threads)
+    return result
+
+
+def models_to_markdown(results: List[Dict], meta: Dict) -> str:
+    lines = [
+        "## Models",
+        "",
+        "GMACs per restored frame (a clip model's count divided by its T); forward time (best of "
+        f"{meta['model_repeats']}) and peak extra memory at 1x T x 3 x 256 x 256, {meta['threads']} thread(s), fp32.",
+        "",
+        "| model | T | params | GMACs/frame 256² | GMACs/frame 720p | native ms | reference ms | "
+        "native peak MB | reference peak MB | paper |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        lines.append(f"| {r['name']} | {r['frames']} | {r['params']:,} | {r['gmacs_256']:.1f} | {r['gmacs_720p']:.0f} | "
+                     f"{_fmt(r.get('native_ms'), '.0f')} | {_fmt(r.get('reference_ms'), '.0f')} | "
+                     f"{_fmt(r.get('native_peak_mb'), '.0f')} | {_fmt(r.get('reference_peak_mb'), '.0f')} | "
+                     f"{r['paper']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(value: Optional[float], spec: str) -> str:
@@ -281,20 +378,32 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for latency (default 2)")
     parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds per latency measurement")
     parser.add_argument("--skip-latency", action="store_true", help="FLOPs and parameters only")
+    parser.add_argument("--model-repeats", type=int, default=3, help="timed forward passes per model and backend")
+    parser.add_argument("--only", choices=("all", "layers", "models"), default="all", help="which tables to run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write layer_flops.{md,json}")
     args = parser.parse_args(argv)
+    from deblurlayers.models import list_models
+
+    missing = sorted(set(list_models()) - set(MODELS))
+    if missing:
+        raise SystemExit(f"layer_flops.py: no MODELS entry for registered model(s) {missing}")
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     status = deblurlayers.native_status(load=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "threads": args.threads, "native": status["status"] + (f" ({status['reason'].splitlines()[-1]})" if status["reason"] else "")}
-    results = [measure(row, args.threads, args.min_run_time, not args.skip_latency) for row in ROWS]
-    table = to_markdown(results, meta)
+            "threads": args.threads, "model_repeats": args.model_repeats,
+            "native": status["status"] + (f" ({status['reason'].splitlines()[-1]})" if status["reason"] else "")}
+    results = ([measure(row, args.threads, args.min_run_time, not args.skip_latency) for row in ROWS]
+               if args.only != "models" else [])
+    models = ([measure_model(name, args.threads, args.model_repeats, not args.skip_latency) for name in list_models()]
+              if args.only != "layers" else [])
+    table = to_markdown(results, meta) + "\n" + models_to_markdown(models, meta)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "layer_flops.md").write_text(table)
-    (args.out / "layer_flops.json").write_text(json.dumps({"meta": meta, "rows": results}, indent=2) + "\n")
+    (args.out / "layer_flops.json").write_text(
+        json.dumps({"meta": meta, "rows": results, "models": models}, indent=2) + "\n")
     print(f"written to {args.out}/layer_flops.md and .json")
 
 
