@@ -61,9 +61,21 @@ def test_parameter_count_matches_the_official_model(name):
     assert facts["parameters_in_uncalled_modules"] == 0
 
 
-def test_fstanet_parameter_count_is_stable():
-    # derived model, no official figure: the count documented in docs/models/fstanet.md
-    assert count(FSTANet()) == 1_204_935
+def test_fstanet_parameter_count_follows_its_documented_architecture():
+    def conv(c_in, c_out, k):
+        return c_in * c_out * k * k + c_out
+
+    def dense_block(c, growth=32, layers=4):
+        return sum(conv(c + i * growth, growth, 3) for i in range(layers)) + conv(c + layers * growth, c, 1)
+
+    def fsta(c, m=8, n=4):
+        return conv(c, m, 1) + (c * n * 3 + n) + conv(c, m * n, 3)
+
+    widths = (32, 64, 128)
+    encoder = sum(conv(c_in, c, 3) + dense_block(c) for c_in, c in zip((3, 32, 64), widths))
+    decoder = dense_block(128) + sum(conv(c, c // 2, 3) + dense_block(c // 2) for c in (128, 64)) + conv(32, 3, 3)
+    expected = encoder + sum(fsta(c) for c in widths) + decoder
+    assert count(FSTANet()) == expected == 1_204_935  # the figure in docs/models/fstanet.md
 
 
 def official_haar_weights(channels):
@@ -202,6 +214,20 @@ def test_output_shapes_any_size(name, size):
     out = model(x)
     expected = x.shape if name.startswith("dstnet") else (2, 3, *size)
     assert out.shape == expected and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch_gives_empty_results(name):
+    model = small(name)
+    t = CASES[name][1]
+    out = model(torch.rand(0, t, 3, 10, 14))
+    assert out.shape == ((0, t, 3, 10, 14) if name.startswith("dstnet") else (0, 3, 10, 14))
+    if name == "stdanet":
+        _, to_next, to_prev = model(torch.rand(0, 3, 3, 10, 14), return_flows=True)
+        assert to_next.shape == to_prev.shape == (0, 2, 2, 3, 4)
+    if name == "stdanet_stack":
+        _, stages, to_next, _ = model(torch.rand(0, 5, 3, 10, 14), return_stages=True, return_flows=True)
+        assert stages.shape == (0, 3, 3, 10, 14) and to_next.shape == (0, 4, 2, 2, 3, 4)
 
 
 def test_batch_elements_are_independent():
@@ -352,7 +378,7 @@ def test_dstnet_loss_terms():
 
 
 # -- compile, export, meta -----------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["stdanet", "dstnet", "fstanet"])
+@pytest.mark.parametrize("name", NAMES)
 def test_compile_fullgraph_matches_eager(name):
     model = small(name).eval()
     x = clip(name, batch=1, height=16, width=16)

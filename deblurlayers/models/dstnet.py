@@ -75,6 +75,8 @@ class DSTNet(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         check_clip(frames, self)
         b = frames.shape[0]
+        if b == 0:  # an empty batch gives an empty clip, as nn.Conv2d does
+            return frames.new_empty(frames.shape)
         padded, (h, w) = pad_to_multiple(frames, SIZE_MULTIPLE)
         flat = rearrange(padded, "b t c h w -> (b t) c h w")
         features = rearrange(self.feat_extractor(flat), "(b t) c h w -> b t c h w", b=b)

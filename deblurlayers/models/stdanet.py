@@ -98,6 +98,11 @@ class STDANet(nn.Module):
                 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         check_clip(frames, self, num_frames=FRAMES)
         b = frames.shape[0]
+        if b == 0:  # an empty batch gives empty results, as nn.Conv2d does
+            grid = (-(-frames.shape[-2] // 4), -(-frames.shape[-1] // 4))
+            flows = frames.new_empty(0, FRAMES - 1, 2, *grid)
+            out = frames.new_empty(0, 3, *frames.shape[-2:])
+            return (out, flows, flows.clone()) if return_flows else out
         padded, (h, w) = pad_to_multiple(frames, 4)
         s0 = self.inBlock_t(rearrange(padded, "b t c h w -> (b t) c h w"))
         e1 = self.encoder_first(s0)
@@ -146,6 +151,12 @@ class STDANetStack(nn.Module):
 
     def forward(self, frames: torch.Tensor, return_stages: bool = False, return_flows: bool = False):
         check_clip(frames, self, num_frames=STACK_FRAMES)
+        if frames.shape[0] == 0:  # an empty batch gives empty results of the right shapes
+            out, to_next, to_prev = self.recons_net(frames[:, :FRAMES], return_flows=True)
+            stages = frames[:, :FRAMES]
+            flows = tuple(torch.stack([f] * (STACK_FRAMES - 1), 1) for f in (to_next, to_prev))
+            result = (out,) + ((stages,) if return_stages else ()) + (flows if return_flows else ())
+            return result[0] if len(result) == 1 else result
         windows = torch.cat([frames[:, i:i + FRAMES] for i in range(STACK_FRAMES - FRAMES + 1)], dim=0)
         first, next_1, prev_1 = self.recons_net(windows, return_flows=True)
         stages = rearrange(first, "(s b) c h w -> b s c h w", s=FRAMES)
