@@ -3,8 +3,10 @@
 Convention: one multiply-add (MAC) is 2 FLOPs, and only MAC-shaped work is
 counted -- matmuls, convolutions and attention (PyTorch's own
 ``FlopCounterMode`` table), our native ops (formulas below, registered with
-``register_flop_formula`` when the library loads) and ``grid_sample``
-(``EXTRA_ATEN_FORMULAS``; PyTorch counts it as 0). Elementwise ops, softmax
+``register_flop_formula`` when deblurlayers is imported) and ``grid_sample``
+(``EXTRA_ATEN_FORMULAS``; PyTorch counts it as 0), and the CPU flash-attention
+kernel that ``scaled_dot_product_attention`` runs on real CPU tensors (also
+missing from PyTorch's table). Elementwise ops, softmax
 and normalisation are not counted, as in the papers' thop/ptflops figures.
 
 Per-op conventions:
@@ -32,7 +34,7 @@ from typing import Any, Callable, Dict
 
 import torch
 from torch.utils._pytree import tree_map
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 __all__ = ["count_flops", "FlopCount", "EXTRA_ATEN_FORMULAS"]
 
@@ -128,9 +130,23 @@ def grid_sampler_2d_backward_flops(grad_output_shape, input_shape, grid_shape, i
     return 2 * (input_grad + grid_grad)
 
 
+# PyTorch's table has the CUDA attention kernels but not the CPU flash kernel that
+# scaled_dot_product_attention dispatches to on real CPU tensors (on the meta device it
+# decomposes into counted matmuls instead): without these, CPU and meta counts disagree.
+def cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def cpu_flash_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args,
+                                       out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
 EXTRA_ATEN_FORMULAS: Dict[Any, Callable] = {
     aten.grid_sampler_2d: grid_sampler_2d_flops,
     aten.grid_sampler_2d_backward: grid_sampler_2d_backward_flops,
+    aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_attention_flops,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: cpu_flash_attention_backward_flops,
 }
 
 
@@ -181,13 +197,6 @@ def count_flops(module_or_fn: Callable, *inputs: Any, backward: bool = False, **
         >>> count_flops(haar_dwt2d, torch.zeros(1, 64, 360, 640)).macs
         58982400
     """
-    from . import _native
-    from .utils import env
-
-    if env.backend() != "reference":
-        # FlopCounterMode copies the formula table when it is created, so the
-        # native library (whose formulas register on load) must load first.
-        _native.load()
     meta_inputs, meta_kwargs = tree_map(_to_meta, (inputs, kwargs))
     if isinstance(module_or_fn, torch.nn.Module):
         state = {name: _to_meta(t) for name, t in _named_tensors(module_or_fn)}

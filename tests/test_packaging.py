@@ -20,7 +20,8 @@ def test_version_has_one_source():
 
 
 def test_locator_finds_checkout_sources():
-    assert (source_root() / "deblurlayers.cpp").is_file()
+    assert source_root() == REPO / "csrc"
+    assert (source_root() / "include" / "deblurlayers").is_dir()
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ import torch
 from ..utils import env
 
 LIBRARY_NAME = "deblurlayers_ops"
+SOURCE_MARKER = "include/deblurlayers"  # the shared header folder: present in every source tree
 CXX_FLAGS = ["-O3"]
 CUDA_FLAGS = ["-O3"]
 REASON_LINES = 30
@@ -78,7 +79,7 @@ def source_root() -> Path:
         pass
     candidates += [package_dir / "_csrc", package_dir.parent / "csrc"]
     for candidate in candidates:
-        if (candidate / "deblurlayers.cpp").is_file():
+        if (candidate / SOURCE_MARKER).is_dir():
             return candidate
     raise FileNotFoundError(
         "deblurlayers: native sources not found; looked in " + ", ".join(str(c) for c in candidates)
@@ -160,10 +161,6 @@ def _load_locked() -> None:
         with _file_lock(build_dir.with_name(build_dir.name + ".lock"), env.build_timeout()):
             _remove_stale_baton(build_dir)
             _compile_and_load(root, build_dir, with_cuda)
-        from . import registry
-
-        _import_op_declarations()
-        registry.register_all()
     except Exception as exc:  # a failed build must never break the caller
         _STATE.status, _STATE.reason = "failed", _summarise(exc)
     else:
@@ -196,11 +193,6 @@ def _compile_and_load(root: Path, build_dir: Path, with_cuda: bool) -> None:
         is_python_module=False,
         verbose=env.verbose_build(),
     )
-
-
-def _import_op_declarations() -> None:
-    # The OpSpecs live beside each op's Python wrapper; make sure all are declared.
-    import deblurlayers.ops  # noqa: F401
 
 
 @contextlib.contextmanager

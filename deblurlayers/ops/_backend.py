@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Set, Tuple
+import functools
+from typing import Callable, Optional, Set
 
 import torch
+from torch.utils._pytree import tree_map
 
 from .. import _native
 from .._native.registry import has_kernel
@@ -52,26 +54,40 @@ def unsupported_reason(op: str, device_type: str) -> Optional[str]:
     key = _NATIVE_DEVICES.get(device_type)
     if key is None:
         return f"there is no native kernel for device type {device_type!r}"
+    if key == "Meta":
+        return None  # the fake kernels, registered at import, are the meta kernels: nothing to build
     if not _native.load():
         return f"the native library failed to build or load:\n{_native.native_state().reason}"
-    if not has_kernel(op, "CPU" if key == "Meta" else key):
+    if not has_kernel(op, key):
         return f"the native library was built without {key} kernels for {op}"
     return None
 
 
-def promote_under_autocast(*tensors: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], ...]:
-    """Under ``torch.autocast``, the floating tensors among ``tensors`` cast to their widest dtype.
+def float32_under_autocast(op: Callable) -> Callable:
+    """Run ``op`` in fp32 inside ``torch.autocast``: the native ops' autocast policy, for the wrapper.
 
-    Inside an autocast region the inputs of one op often come out of different layers in different
-    precisions (a low-precision conv output next to an fp32 residual or sampling grid). An op
-    given such a mix runs in the widest of them, as eager type promotion would, so sampling
-    positions are never rounded down; outside autocast mixed dtypes stay an error of the op's
-    checks. Non-floating tensors and ``None`` pass through.
+    The native ops run in fp32 under autocast (their ``register_autocast`` policy, see
+    :func:`deblurlayers._native.registry.define`): their kernels accumulate in fp32 anyway,
+    sampling positions and offsets must not be rounded to 8 or 11 bits, and the inputs of one op
+    often come out of layers in different precisions. The public wrappers (and their references)
+    apply the same policy before their checks: fp16/bf16 tensor arguments are cast to fp32 and
+    the body runs with autocast off, so the PyTorch fallback computes what the native op would and
+    mixed-precision inputs never trip a dtype check. Outside autocast nothing changes.
     """
-    floating = [t for t in tensors if t is not None and t.is_floating_point()]
-    if not floating or not autocast_enabled(floating[0].device.type):
-        return tensors
-    widest = floating[0].dtype
-    for t in floating[1:]:
-        widest = torch.promote_types(widest, t.dtype)
-    return tuple(t.to(widest) if t is not None and t.is_floating_point() else t for t in tensors)
+
+    @functools.wraps(op)
+    def wrapper(*args, **kwargs):
+        device_type = next((a.device.type for a in args if isinstance(a, torch.Tensor)), None)
+        if device_type is None or not autocast_enabled(device_type):
+            return op(*args, **kwargs)
+        args, kwargs = tree_map(_to_float32, (args, kwargs))
+        with torch.autocast(device_type, enabled=False):
+            return op(*args, **kwargs)
+
+    return wrapper
+
+
+def _to_float32(value):
+    if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    return value

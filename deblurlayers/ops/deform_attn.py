@@ -17,13 +17,14 @@ from einops import rearrange
 from .. import flops as _flops
 from .._native.registry import define
 from ..utils import check_floating, check_same_device, check_shape
-from ._backend import promote_under_autocast, use_native
+from ._backend import float32_under_autocast, use_native
 
 __all__ = ["ms_deform_attn", "ms_deform_attn_reference", "level_start_index"]
 
 SpatialShapes = Union[torch.Tensor, Sequence[Tuple[int, int]]]
 
 
+@float32_under_autocast
 def ms_deform_attn(
     value: torch.Tensor,
     spatial_shapes: SpatialShapes,
@@ -57,8 +58,6 @@ def ms_deform_attn(
         >>> torch.allclose(out[0, 0], value[0, 5].flatten())
         True
     """
-    value, sampling_locations, attention_weights = promote_under_autocast(value, sampling_locations,
-                                                                          attention_weights)
     shapes, starts, levels = _check(value, spatial_shapes, level_start_index, sampling_locations,
                                     attention_weights)
     if use_native("ms_deform_attn", value):
@@ -66,6 +65,7 @@ def ms_deform_attn(
     return _reference(value, levels, sampling_locations, attention_weights)
 
 
+@float32_under_autocast
 def ms_deform_attn_reference(
     value: torch.Tensor,
     spatial_shapes: SpatialShapes,
@@ -192,6 +192,17 @@ def _backward(ctx, grad_out):
     return grad_value, None, None, grad_locations, grad_weights
 
 
-define("ms_deform_attn", fake=_fake, flops=_flops.ms_deform_attn_flops,
-       backward=_backward, setup_context=_setup_context)
-define("ms_deform_attn_backward", fake=_backward_fake, flops=_flops.ms_deform_attn_backward_flops)
+# Multi-scale deformable attention (Deformable-DETR's op, same signature):
+#   out[n, q, m*D + d] = sum_{l, p} A[n,q,m,l,p] *
+#       bilinear(value_l[n, :, :, m, d], loc_x * W_l - 0.5, loc_y * H_l - 0.5)
+# value: (N, S, M, D) with level l at rows [level_start_index[l], +H_l*W_l); spatial_shapes: (L, 2)
+# int64 (H_l, W_l); sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y); attention_weights:
+# (N, Lq, M, L, P); zero padding. Returns (N, Lq, M*D).
+define("ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+       "Tensor sampling_locations, Tensor attention_weights) -> Tensor",
+       fake=_fake, flops=_flops.ms_deform_attn_flops, backward=_backward, setup_context=_setup_context,
+       autocast=True)
+define("ms_deform_attn_backward(Tensor grad_out, Tensor value, Tensor spatial_shapes, "
+       "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights)"
+       " -> (Tensor grad_value, Tensor grad_sampling_locations, Tensor grad_attention_weights)",
+       fake=_backward_fake, flops=_flops.ms_deform_attn_backward_flops)

@@ -17,13 +17,14 @@ from einops import rearrange
 from .. import flops as _flops
 from .._native.registry import define
 from ..utils import check_floating, check_same_device, check_shape, conv_output_size, to_pair
-from ._backend import promote_under_autocast, use_native
+from ._backend import float32_under_autocast, use_native
 
 __all__ = ["deform_conv2d", "deform_conv2d_reference"]
 
 IntPair = Union[int, Tuple[int, int]]
 
 
+@float32_under_autocast
 def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
                   bias: Optional[torch.Tensor] = None, stride: IntPair = 1, padding: IntPair = 0,
                   dilation: IntPair = 1, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -49,7 +50,6 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
         >>> torch.allclose(out, F.conv2d(x, w, padding=1), atol=1e-5)
         True
     """
-    input, offset, weight, bias, mask = promote_under_autocast(input, offset, weight, bias, mask)
     args = _check(input, offset, weight, bias, stride, padding, dilation, mask)
     if mask is None:
         mask = input.new_ones(offset.shape[0], offset.shape[1] // 2, *offset.shape[2:])
@@ -60,11 +60,11 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
     return _reference(input, offset, mask, weight, bias, *args)
 
 
+@float32_under_autocast
 def deform_conv2d_reference(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
                             bias: Optional[torch.Tensor] = None, stride: IntPair = 1, padding: IntPair = 0,
                             dilation: IntPair = 1, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`deform_conv2d` in plain PyTorch: every tap sampled with ``grid_sample``, one GEMM."""
-    input, offset, weight, bias, mask = promote_under_autocast(input, offset, weight, bias, mask)
     args = _check(input, offset, weight, bias, stride, padding, dilation, mask)
     if mask is None:
         mask = input.new_ones(offset.shape[0], offset.shape[1] // 2, *offset.shape[2:])
@@ -161,6 +161,17 @@ def _backward(ctx, grad_out):
     return (*grads, None, None, None, None, None)
 
 
-define("deform_conv2d", fake=_fake, flops=_flops.deform_conv2d_flops,
-       backward=_backward, setup_context=_setup_context)
-define("deform_conv2d_backward", fake=_backward_fake, flops=_flops.deform_conv2d_backward_flops)
+# Modulated deformable convolution (DCNv2), torchvision's layout:
+#   out[n, o, ho, wo] = bias[o] + sum_{c in group(o), k} weight[o, c, k] * mask[n, g(c)*K + k, ho, wo]
+#       * bilinear(input[n, c], ho*sh - ph + ky*dh + dy, wo*sw - pw + kx*dw + dx)
+# (dy, dx) = offset[n, 2*(g(c)*K + k) + {0, 1}, ho, wo], g(c) = c / (Cin/offset_groups), taps
+# k = ky*KW + kx row-major, zero padding. input (N, Cin, H, W); weight (Cout, Cin/groups, KH, KW);
+# mask (N, offset_groups*K, Ho, Wo); bias (Cout).
+define("deform_conv2d(Tensor input, Tensor offset, Tensor mask, Tensor weight, Tensor bias, "
+       "int[2] stride, int[2] padding, int[2] dilation, int groups, int offset_groups) -> Tensor",
+       fake=_fake, flops=_flops.deform_conv2d_flops, backward=_backward, setup_context=_setup_context,
+       autocast=True)
+define("deform_conv2d_backward(Tensor grad_out, Tensor input, Tensor offset, Tensor mask, "
+       "Tensor weight, int[2] stride, int[2] padding, int[2] dilation, int groups, int offset_groups)"
+       " -> (Tensor grad_input, Tensor grad_offset, Tensor grad_mask, Tensor grad_weight, Tensor grad_bias)",
+       fake=_backward_fake, flops=_flops.deform_conv2d_backward_flops)

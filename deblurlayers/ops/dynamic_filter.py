@@ -15,11 +15,12 @@ from einops import rearrange
 from .. import flops as _flops
 from .._native.registry import define
 from ..utils import check_floating, check_same_device, check_shape
-from ._backend import promote_under_autocast, use_native
+from ._backend import float32_under_autocast, use_native
 
 __all__ = ["pixel_dynamic_filter", "pixel_dynamic_filter_reference", "channel_dynamic_filter"]
 
 
+@float32_under_autocast
 def pixel_dynamic_filter(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
     """Filter every pixel of every channel with its own ``k x k`` kernel.
 
@@ -42,13 +43,13 @@ def pixel_dynamic_filter(x: torch.Tensor, kernels: torch.Tensor, kernel_size: in
         >>> torch.allclose(pixel_dynamic_filter(x, delta), x)
         True
     """
-    x, kernels = promote_under_autocast(x, kernels)
     _check(x, kernels, kernel_size)
     if use_native("pixel_dynamic_filter", x):
         return torch.ops.deblurlayers.pixel_dynamic_filter(x, kernels, kernel_size)
     return pixel_dynamic_filter_reference(x, kernels, kernel_size)
 
 
+@float32_under_autocast
 def pixel_dynamic_filter_reference(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
     """Upsample-then-unfold formulation of :func:`pixel_dynamic_filter` (DSTNet's own)."""
     _check(x, kernels, kernel_size)
@@ -139,6 +140,12 @@ def _backward(ctx, grad_out):
     return grad_x, grad_kernels, None
 
 
-define("pixel_dynamic_filter", fake=_fake, flops=_flops.pixel_dynamic_filter_flops,
-       backward=_backward, setup_context=_setup_context)
-define("pixel_dynamic_filter_backward", fake=_backward_fake, flops=_flops.pixel_dynamic_filter_backward_flops)
+# Per-pixel, per-channel k x k filtering with zero padding:
+#   out[b,c,y,x] = sum_{ky,kx} K[b, g(c)*k*k + ky*k + kx](y, x) * x[b,c,y+ky-k/2,x+kx-k/2]
+# kernels: (B, G*k*k, Hk, Wk), g(c) = c / (C/G). A kernel map smaller than x is bilinearly
+# upsampled to (H, W) on the fly (align_corners=False).
+define("pixel_dynamic_filter(Tensor x, Tensor kernels, int kernel_size) -> Tensor", fake=_fake,
+       flops=_flops.pixel_dynamic_filter_flops, backward=_backward, setup_context=_setup_context, autocast=True)
+define("pixel_dynamic_filter_backward(Tensor grad_out, Tensor x, Tensor kernels, int kernel_size)"
+       " -> (Tensor grad_x, Tensor grad_kernels)",
+       fake=_backward_fake, flops=_flops.pixel_dynamic_filter_backward_flops)

@@ -20,7 +20,7 @@ from einops import rearrange, repeat
 from .. import flops as _flops
 from .._native.registry import define
 from ..utils import check_floating, check_same_device, check_shape
-from ._backend import promote_under_autocast, use_native
+from ._backend import float32_under_autocast, use_native
 
 __all__ = ["haar_dwt2d", "haar_idwt2d", "haar_dwt2d_reference", "haar_idwt2d_reference"]
 
@@ -28,6 +28,7 @@ __all__ = ["haar_dwt2d", "haar_idwt2d", "haar_dwt2d_reference", "haar_idwt2d_ref
 _SCALES = {"avg": (0.25, 1.0), "ortho": (0.5, 0.5)}
 
 
+@float32_under_autocast
 def haar_dwt2d(x: torch.Tensor, norm: str = "avg") -> Tuple[torch.Tensor, torch.Tensor]:
     """Haar DWT of every channel.
 
@@ -54,6 +55,7 @@ def haar_dwt2d(x: torch.Tensor, norm: str = "avg") -> Tuple[torch.Tensor, torch.
     return haar_dwt2d_reference(x, norm)
 
 
+@float32_under_autocast
 def haar_idwt2d(ll: torch.Tensor, highs: torch.Tensor, norm: str = "avg") -> torch.Tensor:
     """Inverse of :func:`haar_dwt2d` for the same ``norm``.
 
@@ -65,7 +67,6 @@ def haar_idwt2d(ll: torch.Tensor, highs: torch.Tensor, norm: str = "avg") -> tor
     Returns:
         ``(B, C, 2h, 2w)``.
     """
-    ll, highs = promote_under_autocast(ll, highs)
     _, inverse_scale = _check_idwt(ll, highs, norm)
     if use_native("haar_idwt2d", ll):
         return torch.ops.deblurlayers.haar_idwt2d(ll, highs, inverse_scale)
@@ -85,6 +86,7 @@ def _haar_filters(channels: int, scale: float, like: torch.Tensor) -> torch.Tens
     return repeat(signs * scale, "k p q -> (c k) 1 p q", c=channels)
 
 
+@float32_under_autocast
 def haar_dwt2d_reference(x: torch.Tensor, norm: str = "avg") -> Tuple[torch.Tensor, torch.Tensor]:
     """Grouped-convolution formulation of :func:`haar_dwt2d` (same arguments and result)."""
     forward_scale, _ = _check_dwt(x, norm)
@@ -94,6 +96,7 @@ def haar_dwt2d_reference(x: torch.Tensor, norm: str = "avg") -> Tuple[torch.Tens
     return bands[:, 0], rearrange(bands[:, 1:], "b k c h w -> b (k c) h w")
 
 
+@float32_under_autocast
 def haar_idwt2d_reference(ll: torch.Tensor, highs: torch.Tensor, norm: str = "avg") -> torch.Tensor:
     """Transposed-convolution formulation of :func:`haar_idwt2d` (same arguments and result)."""
     _, inverse_scale = _check_idwt(ll, highs, norm)
@@ -169,7 +172,12 @@ def _idwt_backward(ctx, grad_x):
     return grad_ll, grad_highs, None
 
 
-define("haar_dwt2d", fake=_dwt_fake, flops=_flops.haar_dwt2d_flops,
-       backward=_dwt_backward, setup_context=_save_scale)
-define("haar_idwt2d", fake=_idwt_fake, flops=_flops.haar_idwt2d_flops,
-       backward=_idwt_backward, setup_context=_save_scale)
+# One level of the 2-D Haar transform. `scale` multiplies the +-1 butterfly: 0.25 for DSTNet's
+# averaging convention, 0.5 for the orthonormal one. ll: (B, C, H/2, W/2); highs: (B, 3C, H/2, W/2),
+# band-major [W-difference | H-difference | diagonal].
+define("haar_dwt2d(Tensor x, float scale) -> (Tensor ll, Tensor highs)", fake=_dwt_fake,
+       flops=_flops.haar_dwt2d_flops, backward=_dwt_backward, setup_context=_save_scale, autocast=True)
+# Inverse of haar_dwt2d for the matching scale (0.25 * 4 = 1 for "avg", 0.5 for "ortho"). The Haar
+# butterfly matrix is symmetric, so each op is the other's backward: no separate *_backward op.
+define("haar_idwt2d(Tensor ll, Tensor highs, float scale) -> Tensor", fake=_idwt_fake,
+       flops=_flops.haar_idwt2d_flops, backward=_idwt_backward, setup_context=_save_scale, autocast=True)
