@@ -13,34 +13,33 @@ def _sft_inputs(b, t, h, w):
     return _rand(b, 3, h, w), [_rand(b, 8 << j, h >> j, w >> j) for j in range(3)]
 
 
-# name -> (build, inputs(b, t, h, w), main argument name, frames the layer takes (None: any T),
-#          two sizes (h, w) for the dynamic-shape test)
+# name -> (build, inputs(b, t, h, w), main argument name, frames: None for any T, the fixed T,
+#          or 0 for a layer without a time axis)
 LAYERS = {
     "DeformableAttention": (lambda: d.DeformableAttention(16, 2, 3, 2),
                             lambda b, t, h, w: (_rand(b, 3, 16, h, w), _rand(b, 3, 16, h, w)),
-                            "value", 3, ((8, 8), (12, 10))),
+                            "value", 3),
     "STDA": (lambda: d.STDA(16, 2, 2),
              lambda b, t, h, w: (_rand(b, 3, 16, h, w), _rand(b, 2, 2, h, w), _rand(b, 2, 2, h, w)),
-             "x", 3, ((8, 8), (12, 10))),
+             "x", 3),
     "BlurMap": (lambda: d.BlurMap(),
                 lambda b, t, h, w: (4 * _rand(b, t - 1, 2, h, w), 4 * _rand(b, t - 1, 2, h, w)),
-                "flows_to_next", None, ((8, 8), (12, 10))),
+                "flows_to_next", None),
     "BlurAwareSparseAttention": (lambda: d.BlurAwareSparseAttention(32, 2, window_size=4, pool_size=2, hidden_dim=50),
                                  lambda b, t, h, w: (_rand(b, t, h, w, 32), _rand(b, t, 1, h, w)),
-                                 "tokens", None, ((8, 8), (12, 16))),
+                                 "tokens", None),
     "FactorizedSTAttention": (lambda: d.FactorizedSTAttention(16),
-                              lambda b, t, h, w: (_rand(b, t, 16, h, w),), "x", None, ((8, 8), (12, 10))),
-    "CWGDN": (lambda: d.CWGDN(16), lambda b, t, h, w: (_rand(b, t, 16, h, w),), "x", None, ((8, 8), (12, 10))),
+                              lambda b, t, h, w: (_rand(b, t, 16, h, w),), "x", None),
+    "CWGDN": (lambda: d.CWGDN(16), lambda b, t, h, w: (_rand(b, t, 16, h, w),), "x", None),
     "DTFF": (lambda: d.DTFF(16, 1), lambda b, t, h, w: (_rand(b, 16, h, w), _rand(b, 16, h, w)),
-             "x", None, ((16, 16), (24, 32))),
+             "x", 0),
     "WaveletFP": (lambda: d.WaveletFP(16, num_blocks=1, num_cwgdn=1),
-                  lambda b, t, h, w: (_rand(b, t, 16, h, w),), "x", None, ((32, 32), (48, 64))),
+                  lambda b, t, h, w: (_rand(b, t, 16, h, w),), "x", None),
     "DilatedPyramidBlock": (lambda: d.DilatedPyramidBlock(16, 2), lambda b, t, h, w: (_rand(b, 32, h, w),),
-                            "x", None, ((8, 8), (12, 10))),
-    "SFTGradientBranch": (lambda: d.SFTGradientBranch(n_feat=8), _sft_inputs, "grad", None, ((8, 8), (16, 12))),
+                            "x", 0),
+    "SFTGradientBranch": (lambda: d.SFTGradientBranch(n_feat=8), _sft_inputs, "grad", 0),
     "ModulatedDeformConv2d": (lambda: d.ModulatedDeformConv2d(16, 16, deformable_groups=2),
-                              lambda b, t, h, w: (_rand(b, 16, h, w), _rand(b, 16, h, w)), "x", None,
-                              ((8, 8), (12, 10))),
+                              lambda b, t, h, w: (_rand(b, 16, h, w), _rand(b, 16, h, w)), "x", 0),
 }
 
 

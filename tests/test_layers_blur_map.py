@@ -92,7 +92,7 @@ def test_bad_inputs():
         layer(torch.zeros(1, 3, 3, 8, 8), torch.zeros(1, 3, 3, 8, 8))
     with pytest.raises(ValueError, match=r"flows_to_prev: expected shape .* with Tm1=3, got shape \(1, 2, 2, 8, 8\)"):
         layer(torch.zeros(1, 3, 2, 8, 8), torch.zeros(1, 2, 2, 8, 8))
-    with pytest.raises(TypeError, match="expected floating-point tensors"):
+    with pytest.raises(TypeError, match="flows_to_next: expected a floating-point tensor, got dtype torch.int64"):
         layer(torch.zeros(1, 3, 2, 8, 8, dtype=torch.long), torch.zeros(1, 3, 2, 8, 8, dtype=torch.long))
     with pytest.raises(ValueError, match="reduction: expected one of"):
         BlurMap(reduction="max")

@@ -124,5 +124,5 @@ def test_cwgdn_bad_inputs():
         block(torch.zeros(2, 8, 8, 8))
     with pytest.raises(ValueError, match=r"x: expected shape \(B, T, C=8, H, W\) with C=8, got shape \(1, 2, 4, 8, 8\)"):
         block(torch.zeros(1, 2, 4, 8, 8))
-    with pytest.raises(ValueError, match=r"with H, W >= 4, got shape \(1, 2, 8, 3, 8\)"):
+    with pytest.raises(ValueError, match=r"x: expected H >= 4 in \(B, T, C, H, W\), got shape \(1, 2, 8, 3, 8\)"):
         block(torch.zeros(1, 2, 8, 3, 8))

@@ -410,7 +410,7 @@ def test_bad_inputs(name):
         model(torch.rand(1, 3, 16, 16))
     with pytest.raises(ValueError, match=r"frames: expected shape .*C=3"):
         model(torch.rand(1, t, 4, 16, 16))
-    with pytest.raises(ValueError, match=r"frames: expected H >= 1"):
+    with pytest.raises(ValueError, match=r"frames: expected H >= 1 in \(B, T, C, H, W\)"):
         model(torch.rand(1, t, 3, 0, 16))
     with pytest.raises(TypeError, match=r"frames: expected a floating-point tensor"):
         model(torch.ones(1, t, 3, 16, 16, dtype=torch.int64))
@@ -420,7 +420,7 @@ def test_bad_inputs(name):
         with pytest.raises(ValueError, match=rf"frames: expected shape \(B, T={t}"):
             model(torch.rand(1, t + 1, 3, 16, 16))
     else:
-        with pytest.raises(ValueError, match=r"frames: expected at least 1 frame"):
+        with pytest.raises(ValueError, match=r"frames: expected T >= 1 in \(B, T, C, H, W\)"):
             model(torch.rand(1, 0, 3, 16, 16))
 
 

@@ -7,7 +7,7 @@ import torch
 from einops import reduce
 from torch import nn
 
-from ..utils import check_shape
+from ..utils import check_input, empty_batch
 
 __all__ = ["BlurMap"]
 
@@ -64,11 +64,10 @@ class BlurMap(nn.Module):
         self.reduction, self.norm, self.eps, self.detach = reduction, norm, float(eps), detach
 
     def forward(self, flows_to_next: torch.Tensor, flows_to_prev: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        dims = check_shape(flows_to_next, "B Tm1 2 H W", name="flows_to_next")
-        check_shape(flows_to_prev, "B Tm1 2 H W", name="flows_to_prev", sizes=dims)
-        if not flows_to_next.is_floating_point() or not flows_to_prev.is_floating_point():
-            raise TypeError(f"flows_to_next, flows_to_prev: expected floating-point tensors, got "
-                            f"{flows_to_next.dtype} and {flows_to_prev.dtype}")
+        dims = check_input(flows_to_next, "B Tm1 2 H W", name="flows_to_next", minimum={"H": 1, "W": 1})
+        check_input(flows_to_prev, "B Tm1 2 H W", name="flows_to_prev", sizes=dims)
+        if dims["B"] == 0:
+            return empty_batch(self, flows_to_next, flows_to_prev)
         if self.detach:
             flows_to_next, flows_to_prev = flows_to_next.detach(), flows_to_prev.detach()
         raw = self.unnormalised(flows_to_next, flows_to_prev)

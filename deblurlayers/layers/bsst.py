@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..utils import check_shape, conv_output_size, to_pair
+from ..utils import check_input, check_shape, conv_output_size, empty_batch, to_pair
 
 __all__ = [
     "SoftSplit", "SoftComp", "FusionFeedForward", "SparseWindowAttention", "BlurAwareSparseAttention",
@@ -521,10 +521,11 @@ class BlurAwareSparseAttention(nn.Module):
 
     def forward(self, tokens: torch.Tensor, blur: torch.Tensor,
                 fold_size: Optional[Sequence[int]] = None) -> torch.Tensor:
-        dims = check_shape(tokens, "B T h w C", name="tokens", sizes={"C": self.attention.dim})
+        dims = check_input(tokens, "B T h w C", name="tokens", like=self, sizes={"C": self.attention.dim},
+                           minimum={"T": 1, "h": 1, "w": 1})
         check_shape(blur, "B T 1 h w", name="blur", sizes=dims)
-        if not tokens.is_floating_point():
-            raise TypeError(f"tokens: expected a floating-point tensor, got {tokens.dtype}")
+        if dims["B"] == 0:
+            return empty_batch(self, tokens, blur, fold_size)
         if fold_size is None:
             fold_size = (2 * dims["h"], 2 * dims["w"])
         selection = self.select(blur.to(tokens.dtype))

@@ -6,7 +6,7 @@ from einops import rearrange
 from torch import nn
 
 from ..ops import channel_dynamic_filter
-from ..utils import check_shape
+from ..utils import check_input, check_shape, empty_batch
 from .blocks import LayerNorm2d
 
 __all__ = ["ChannelDynamicKernels", "CWGDN"]
@@ -111,8 +111,9 @@ class CWGDN(nn.Module):
         self.ffn = _GatedDynamicFeedForward(channels, expansion, kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_shape(x, "B T C H W", name="x", sizes={"C": self.channels})
-        if x.shape[-2] < 4 or x.shape[-1] < 4:
-            raise ValueError(f"x: expected shape (B, T, C, H, W) with H, W >= 4, got shape {tuple(x.shape)}")
+        # D_c pools the map twice by 2 before predicting its kernels
+        check_input(x, "B T C H W", name="x", like=self, sizes={"C": self.channels}, minimum={"T": 1, "H": 4, "W": 4})
+        if x.shape[0] == 0:
+            return empty_batch(self, x)
         y = rearrange(self.norm2(x), "b t c h w -> b c t h w")
         return x + rearrange(self.ffn(y), "b c t h w -> b t c h w")

@@ -9,7 +9,7 @@ from einops import repeat
 from torch import nn
 
 from ..ops import deform_conv2d
-from ..utils import check_shape, conv_output_size, to_pair
+from ..utils import check_input, check_shape, conv_output_size, empty_batch, to_pair
 from ..utils.checks import IntPair
 
 __all__ = ["ModulatedDeformConv2d"]
@@ -117,7 +117,9 @@ class ModulatedDeformConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, flow: Optional[torch.Tensor] = None,
                 mask_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        dims = check_shape(x, "B C H W", name="x", sizes={"C": self.in_channels})
+        dims = check_input(x, "B C H W", name="x", like=self, sizes={"C": self.in_channels}, minimum={"H": 1, "W": 1})
+        if dims["B"] == 0:
+            return empty_batch(self, x, cond, flow, mask_bias)
         ho, wo = conv_output_size((dims["H"], dims["W"]), self.kernel_size, self.stride, self.padding,
                                   self.dilation)
         check_shape(cond, "B C H W", name="cond",

@@ -9,7 +9,7 @@ from einops import rearrange
 from torch import nn
 
 from ..ops import ms_deform_attn
-from ..utils import check_shape
+from ..utils import check_input, check_shape, empty_batch
 
 __all__ = ["DeformableAttention"]
 
@@ -108,16 +108,19 @@ class DeformableAttention(nn.Module):
             nn.init.zeros_(proj.bias)
 
     def forward(self, query: torch.Tensor, value: torch.Tensor, flows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        vdims = check_shape(value, "B T C h w", name="value", sizes={"T": self.num_frames, "C": self.embed_dim})
+        vdims = check_input(value, "B T C h w", name="value", like=self, sizes={"T": self.num_frames, "C": self.embed_dim},
+                            minimum={"h": 1, "w": 1})
         b, t, c, h, w = value.shape
+        if b == 0:  # the other arguments are checked by empty_batch's shape-only run
+            return empty_batch(self, query, value, flows)
         grid = {k: vdims[k] for k in ("B", "h", "w")}
         if self.mode == "multi_to_multi":
-            check_shape(query, "B T Cq h w", name="query", sizes={**grid, "T": t, "Cq": self.query_dim})
+            check_input(query, "B T Cq h w", name="query", like=self, sizes={**grid, "T": t, "Cq": self.query_dim})
             if flows is not None:
                 check_shape(flows, "B Tq T 2 h w", name="flows", sizes={**grid, "Tq": t, "T": t})
             query_frames = t
         else:
-            check_shape(query, "B Cq h w", name="query", sizes={**grid, "Cq": self.query_dim})
+            check_input(query, "B Cq h w", name="query", like=self, sizes={**grid, "Cq": self.query_dim})
             if flows is not None:
                 check_shape(flows, "B T 2 h w", name="flows", sizes={**grid, "T": t})
                 flows = flows.unsqueeze(1)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..ops import pixel_dynamic_filter
-from ..utils import check_shape
+from ..utils import check_input, check_shape, empty_batch
 from .blocks import ResBlock, pad_to_multiple
 
 __all__ = ["PixelDynamicKernels", "DTFF"]
@@ -111,11 +111,13 @@ class DTFF(nn.Module):
         self.resblock_bcakward2d = _ResidualStack(channels, num_blocks)  # sic: the official name
 
     def forward(self, x: torch.Tensor, h: Optional[torch.Tensor] = None) -> torch.Tensor:
-        dims = check_shape(x, "B P H W", name="x", sizes={"P": self.channels})
+        dims = check_input(x, "B P H W", name="x", like=self, sizes={"P": self.channels}, minimum={"H": 1, "W": 1})
         if h is None:
             h = torch.zeros_like(x)
         else:
-            check_shape(h, "B P H W", name="h", sizes=dims)
+            check_input(h, "B P H W", name="h", like=self, sizes=dims)
+        if dims["B"] == 0:
+            return empty_batch(self, x, h)
         a, b = self.act(self.conv1(torch.cat([x, h], dim=1))).chunk(2, dim=1)
         v = a * torch.sigmoid(self.conv2(a)) + b * torch.sigmoid(self.conv3(b))
         return self.resblock_bcakward2d(self.kernel_conv_pixel(v))
@@ -133,7 +135,8 @@ class DTFF(nn.Module):
         Returns:
             ``(B, T, P, H, W)``: the state after each frame.
         """
-        check_shape(features, "B T P H W", name="features", sizes={"P": self.channels})
+        check_input(features, "B T P H W", name="features", like=self, sizes={"P": self.channels},
+                    minimum={"T": 1, "H": 1, "W": 1})
         if start not in ("zeros", "input"):
             raise ValueError(f"start: expected 'zeros' or 'input', got {start!r}")
         order = list(range(features.shape[1]))

@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..utils import check_shape
+from ..utils import check_input, empty_batch
 
 __all__ = ["FactorizedSTAttention"]
 
@@ -76,6 +76,8 @@ class FactorizedSTAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, reference: Optional[int] = None) -> torch.Tensor:
         r = self._check(x, reference)
+        if x.shape[0] == 0:
+            return empty_batch(self, x, reference)
         h = x.shape[-2]
         a_s, a_t, a_p = self._maps(x, r)
         values = rearrange(x, "b t (g c) h w -> b t g c (h w)", g=self.groups).to(a_s.dtype)
@@ -100,14 +102,13 @@ class FactorizedSTAttention(nn.Module):
         logits_s = rearrange(self.f_s(x.flatten(0, 1)), "(b t) (g m) h w -> b t g m (h w)", b=b, g=self.groups)
         pooled = rearrange(x.mean(dim=(-2, -1)), "b t c -> b c t")
         logits_t = rearrange(self.f_t(pooled), "b (g n) t -> b g n t", g=self.groups)
-        logits_p = rearrange(self.f_p(x[:, r]), "b (g j) h w -> b g j (h w)", g=self.groups)
+        logits_p = self.f_p(x.select(1, r)).flatten(-2).unflatten(1, (self.groups, -1))  # (B, g, MN, HW)
         return (logits_s.to(compute).softmax(-1), logits_t.to(compute).softmax(-1),
                 logits_p.to(compute).softmax(-2))
 
     def _check(self, x: torch.Tensor, reference: Optional[int]) -> int:
-        dims = check_shape(x, "B T C H W", name="x", sizes={"C": self.channels})
-        if not x.is_floating_point():
-            raise TypeError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
+        dims = check_input(x, "B T C H W", name="x", like=self, sizes={"C": self.channels},
+                           minimum={"T": 1, "H": 1, "W": 1})
         frames = dims["T"]
         r = frames // 2 if reference is None else reference
         if not isinstance(r, int) or not 0 <= r < frames:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..utils import check_floating, check_shape
+from ..utils import check_floating, check_input, check_shape, empty_batch
 from .blocks import ResBlock
 
 __all__ = ["GradientMap", "SFTGradientBranch", "sft"]
@@ -164,6 +164,8 @@ class SFTGradientBranch(nn.Module):
     def forward(self, grad: torch.Tensor, feats: Sequence[torch.Tensor]
                 ) -> Tuple[List[torch.Tensor], List[torch.Tensor], torch.Tensor]:
         s0, e1, e2 = self._check_inputs(grad, feats)
+        if grad.shape[0] == 0:
+            return empty_batch(self, grad, feats)
         g0 = self.inBlock(torch.cat((self.in_layer(grad), s0), dim=1))
         g1 = self.encoder_first(torch.cat((self.down_first(g0), e1), dim=1))
         g2 = self.encoder_second(torch.cat((self.down_second(g1), e2), dim=1))
@@ -176,7 +178,8 @@ class SFTGradientBranch(nn.Module):
         return alphas, betas, self.recons_output(d0)
 
     def _check_inputs(self, grad: torch.Tensor, feats: Sequence[torch.Tensor]):
-        dims = check_shape(grad, "B C H W", name="grad", sizes={"C": self.in_channels})
+        dims = check_input(grad, "B C H W", name="grad", like=self, sizes={"C": self.in_channels},
+                           minimum={"H": 4, "W": 4})
         h, w = dims["H"], dims["W"]
         if h % 4 or w % 4:
             raise ValueError(f"grad: expected H and W divisible by 4 (two stride-2 stages), got {h}x{w} "

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import check_shape
+from ..utils import check_input, check_shape, empty_batch
 from .deform_conv import ModulatedDeformConv2d
 
 __all__ = ["DilatedPyramidBlock", "PyramidDeformableAlign"]
@@ -82,7 +82,9 @@ class DilatedPyramidBlock(nn.Module):
         return 3 * (2 ** self.num_branches - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_shape(x, "B C H W", name="x", sizes={"C": self.in_channels})
+        check_input(x, "B C H W", name="x", like=self, sizes={"C": self.in_channels}, minimum={"H": 1, "W": 1})
+        if x.shape[0] == 0:
+            return empty_batch(self, x)
         if self.num_branches == 1:
             return self.rfblock[0](x)
         return self.last_layer(torch.cat([branch(x) for branch in self.rfblock], dim=1))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..ops import all_pairs_flows, flow_warp
-from ..utils import check_shape
+from ..utils import check_input, check_shape, empty_batch
 from .deformable_attention import DeformableAttention
 
 __all__ = ["MultiToMultiAttention", "MultiToSingleAttention", "STDA"]
@@ -18,9 +18,10 @@ __all__ = ["MultiToMultiAttention", "MultiToSingleAttention", "STDA"]
 FRAMES = 3  # STDANet's window; the layers index the centre and its two neighbours
 
 
-def _check_clip(x: torch.Tensor, src: torch.Tensor, flows_to_next: torch.Tensor, flows_to_prev: torch.Tensor,
-                channels: int) -> None:
-    dims = check_shape(x, "B T C h w", name="x", sizes={"T": FRAMES, "C": channels})
+def _check_clip(module: nn.Module, x: torch.Tensor, src: torch.Tensor, flows_to_next: torch.Tensor,
+                flows_to_prev: torch.Tensor, channels: int) -> None:
+    dims = check_input(x, "B T C h w", name="x", like=module, sizes={"T": FRAMES, "C": channels},
+                       minimum={"h": 1, "w": 1})
     check_shape(src, "B T C h w", name="src", sizes=dims)
     grid = {k: dims[k] for k in ("B", "h", "w")}
     check_shape(flows_to_next, "B Tm1 2 h w", name="flows_to_next", sizes={**grid, "Tm1": FRAMES - 1})
@@ -102,7 +103,9 @@ class MultiToMultiAttention(_STDALayer):
 
     def forward(self, x: torch.Tensor, src: torch.Tensor, flows_to_next: torch.Tensor,
                 flows_to_prev: torch.Tensor) -> torch.Tensor:
-        _check_clip(x, src, flows_to_next, flows_to_prev, self.channels)
+        _check_clip(self, x, src, flows_to_next, flows_to_prev, self.channels)
+        if x.shape[0] == 0:
+            return empty_batch(self, x, src, flows_to_next, flows_to_prev)
         query_in = torch.cat((self._aligned_to_centre(x, flows_to_next, flows_to_prev),
                               flows_to_next.flatten(1, 2), flows_to_prev.flatten(1, 2)), dim=1)
         queries = self.act(self.emb_qk(query_in)).view_as(x)
@@ -139,7 +142,9 @@ class MultiToSingleAttention(_STDALayer):
 
     def forward(self, x: torch.Tensor, src: torch.Tensor, flows_to_next: torch.Tensor,
                 flows_to_prev: torch.Tensor) -> torch.Tensor:
-        _check_clip(x, src, flows_to_next, flows_to_prev, self.channels)
+        _check_clip(self, x, src, flows_to_next, flows_to_prev, self.channels)
+        if x.shape[0] == 0:
+            return empty_batch(self, x, src, flows_to_next, flows_to_prev)
         centre_to_next, centre_to_prev = flows_to_next[:, 1], flows_to_prev[:, 0]  # O[1->2], O[1->0]
         query_in = torch.cat((self._aligned_to_centre(x, flows_to_next, flows_to_prev),
                               centre_to_next, centre_to_prev), dim=1)

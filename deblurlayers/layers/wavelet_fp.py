@@ -6,7 +6,7 @@ from einops import rearrange
 from torch import nn
 
 from ..ops import haar_dwt2d, haar_idwt2d
-from ..utils import check_shape
+from ..utils import check_input, empty_batch
 from .blocks import pad_to_multiple
 from .cwgdn import CWGDN
 from .dtff import DTFF
@@ -91,8 +91,10 @@ class WaveletFP(nn.Module):
         return (nn.Conv2d(3 * channels, 3 * channels, 1, groups=3), nn.Conv2d(3 * channels, 3 * channels, 1, groups=3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_shape(x, "B T C H W", name="x", sizes={"C": self.channels})
+        check_input(x, "B T C H W", name="x", like=self, sizes={"C": self.channels}, minimum={"T": 1, "H": 1, "W": 1})
         b, t = x.shape[:2]
+        if b == 0:
+            return empty_batch(self, x)
         # CWGDN needs its (deepest) low band to be at least 4 x 4
         min_size = 4 * 2 ** self.levels if len(self.transformer_scale4) else 0
         padded, (h, w) = pad_to_multiple(x, 2 ** self.levels, min_size=min_size)

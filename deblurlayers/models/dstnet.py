@@ -15,6 +15,7 @@ from torch import nn
 
 from ..layers import WaveletFP
 from ..layers.blocks import pad_to_multiple
+from ..utils import empty_batch
 from ._checkpoint import StateDict, register_converter
 from ._common import check_clip
 from ._registry import register_model
@@ -75,8 +76,8 @@ class DSTNet(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         check_clip(frames, self)
         b = frames.shape[0]
-        if b == 0:  # an empty batch gives an empty clip, as nn.Conv2d does
-            return frames.new_empty(frames.shape)
+        if b == 0:
+            return empty_batch(self, frames)
         padded, (h, w) = pad_to_multiple(frames, SIZE_MULTIPLE)
         flat = rearrange(padded, "b t c h w -> (b t) c h w")
         features = rearrange(self.feat_extractor(flat), "(b t) c h w -> b t c h w", b=b)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..layers import FactorizedSTAttention
 from ..layers.blocks import ResidualDenseBlock, pad_to_multiple
+from ..utils import empty_batch
 from ._common import check_clip
 from ._registry import register_model
 
@@ -73,8 +74,8 @@ class FSTANet(nn.Module):
         if not isinstance(r, int) or not 0 <= r < dims["T"]:
             raise ValueError(f"reference: expected a frame index in [0, T={dims['T']}), got {reference!r}")
         b = frames.shape[0]
-        if b == 0:  # an empty batch gives an empty result, as nn.Conv2d does
-            return frames.new_empty(0, 3, *frames.shape[-2:])
+        if b == 0:
+            return empty_batch(self, frames, reference)
         padded, (h, w) = pad_to_multiple(frames, 4)
         x = rearrange(padded, "b t c h w -> (b t) c h w")
         fused = []

@@ -16,6 +16,7 @@ from torch import nn
 from ..layers import STDA
 from ..layers.blocks import decoder_stage, encoder_stage, output_stage, pad_to_multiple
 from ..ops import flow_warp
+from ..utils import empty_batch
 from ._checkpoint import StateDict, register_converter, rename_prefixes
 from ._common import check_clip
 from ._registry import register_model
@@ -98,11 +99,8 @@ class STDANet(nn.Module):
                 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         check_clip(frames, self, num_frames=FRAMES)
         b = frames.shape[0]
-        if b == 0:  # an empty batch gives empty results, as nn.Conv2d does
-            grid = (-(-frames.shape[-2] // 4), -(-frames.shape[-1] // 4))
-            flows = frames.new_empty(0, FRAMES - 1, 2, *grid)
-            out = frames.new_empty(0, 3, *frames.shape[-2:])
-            return (out, flows, flows.clone()) if return_flows else out
+        if b == 0:
+            return empty_batch(self, frames, return_flows)
         padded, (h, w) = pad_to_multiple(frames, 4)
         s0 = self.inBlock_t(rearrange(padded, "b t c h w -> (b t) c h w"))
         e1 = self.encoder_first(s0)
@@ -151,12 +149,8 @@ class STDANetStack(nn.Module):
 
     def forward(self, frames: torch.Tensor, return_stages: bool = False, return_flows: bool = False):
         check_clip(frames, self, num_frames=STACK_FRAMES)
-        if frames.shape[0] == 0:  # an empty batch gives empty results of the right shapes
-            out, to_next, to_prev = self.recons_net(frames[:, :FRAMES], return_flows=True)
-            stages = frames[:, :FRAMES]
-            flows = tuple(torch.stack([f] * (STACK_FRAMES - 1), 1) for f in (to_next, to_prev))
-            result = (out,) + ((stages,) if return_stages else ()) + (flows if return_flows else ())
-            return result[0] if len(result) == 1 else result
+        if frames.shape[0] == 0:
+            return empty_batch(self, frames, return_stages, return_flows)
         windows = torch.cat([frames[:, i:i + FRAMES] for i in range(STACK_FRAMES - FRAMES + 1)], dim=0)
         first, next_1, prev_1 = self.recons_net(windows, return_flows=True)
         stages = rearrange(first, "(s b) c h w -> b s c h w", s=FRAMES)

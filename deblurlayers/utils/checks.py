@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Dict, Mapping, Optional, Tuple, Union
 
 import torch
+from torch import nn
 
-__all__ = ["check_shape", "check_floating", "check_same_device", "autocast_enabled"]
+__all__ = ["check_shape", "check_input", "check_floating", "check_same_device", "autocast_enabled"]
 
 
 def check_shape(
@@ -21,6 +22,11 @@ def check_shape(
     sizes: Optional[Mapping[str, int]] = None,
 ) -> Dict[str, int]:
     """Check that ``x`` has the named ``layout`` and return the size of each name.
+
+    Costs nothing on the good path and never specialises a dynamic shape: sizes are compared, not
+    converted to Python ints, and the message is built only when the check fails. Under
+    ``torch.compile(dynamic=True)`` a comparison of two symbolic sizes records that they are equal,
+    not what they are, so a new H x W reuses the graph.
 
     Args:
         x: the tensor to check.
@@ -45,30 +51,50 @@ def check_shape(
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor of shape ({_fmt(layout)}), got {type(x).__name__}")
-    names = layout.split()
-    expected = _expected(names, sizes)
+    names = _parse(layout)
     if x.dim() != len(names):
-        raise ValueError(
-            f"{name}: expected a {len(names)}-d tensor of shape ({expected}), got shape {tuple(x.shape)}"
-        )
-    known: Dict[str, int] = dict(sizes or {})
+        raise ValueError(f"{name}: expected a {len(names)}-d tensor of shape ({_expected(names, sizes)}), "
+                         f"got shape {tuple(x.shape)}")
     found: Dict[str, int] = {}
     for dim_name, size in zip(names, x.shape):
-        size = int(size)
-        if dim_name.isdigit():
-            want = int(dim_name)
-        elif dim_name in known:
-            want = known[dim_name]
+        if isinstance(dim_name, int):
+            want = dim_name
+        elif sizes is not None and dim_name in sizes:
+            want = sizes[dim_name]
+        elif dim_name in found:
+            want = found[dim_name]
         else:
-            known[dim_name] = found[dim_name] = size
+            found[dim_name] = size
             continue
         if size != want:
-            raise ValueError(
-                f"{name}: expected shape ({expected}) with {dim_name}={want}, got shape {tuple(x.shape)}"
-            )
-        if not dim_name.isdigit():
+            raise ValueError(f"{name}: expected shape ({_expected(names, sizes)}) with {dim_name}={want}, "
+                             f"got shape {tuple(x.shape)}")
+        if not isinstance(dim_name, int):
             found[dim_name] = size
     return found
+
+
+def check_input(x: torch.Tensor, layout: str, *, name: str, like: Optional[nn.Module] = None,
+                sizes: Optional[Mapping[str, int]] = None, minimum: Optional[Mapping[str, int]] = None
+                ) -> Dict[str, int]:
+    """:func:`check_shape`, plus what every layer's main input needs.
+
+    - a floating dtype (``TypeError`` otherwise), the dtype of ``like``'s parameters outside
+      ``torch.autocast`` (``TypeError``: the first conv would fail deep inside otherwise);
+    - each ``minimum`` size (``ValueError`` naming the dimension and the minimum), e.g.
+      ``{"H": 1, "W": 1}``; a batch of 0 is allowed (layers return an empty result).
+    """
+    dims = check_shape(x, layout, name=name, sizes=sizes)
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+    weight = next(like.parameters(), None) if like is not None else None
+    if weight is not None and x.dtype != weight.dtype and not autocast_enabled(x.device.type):
+        raise TypeError(f"{name}: expected dtype {weight.dtype} (that of the parameters; or run under "
+                        f"torch.autocast), got {x.dtype}")
+    for dim_name, least in (minimum or {}).items():
+        if dims[dim_name] < least:
+            raise ValueError(f"{name}: expected {dim_name} >= {least} in ({_fmt(layout)}), got shape {tuple(x.shape)}")
+    return dims
 
 
 def check_floating(x: torch.Tensor, *, name: str) -> None:
@@ -88,9 +114,13 @@ def autocast_enabled(device_type: str) -> bool:
     return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
+def _parse(layout: str) -> Tuple[Union[str, int], ...]:
+    return tuple(int(n) if n.isdigit() else n for n in layout.split())
+
+
 def _expected(names, sizes) -> str:
     sizes = sizes or {}
-    return ", ".join(f"{n}={sizes[n]}" if n in sizes else n for n in names)
+    return ", ".join(f"{n}={sizes[n]}" if n in sizes else str(n) for n in names)
 
 
 def _fmt(layout: str) -> str:
@@ -122,6 +152,8 @@ def to_pair(value: IntPair, name: str, minimum: int = 0) -> Tuple[int, int]:
 def conv_output_size(size: IntPair, kernel_size: IntPair, stride: IntPair = 1, padding: IntPair = 0,
                      dilation: IntPair = 1) -> Tuple[int, int]:
     """``(Ho, Wo)`` of a convolution over an ``(H, W)`` map, as ``conv2d`` computes it (may be < 1)."""
+    # ``size`` may hold symbolic sizes (torch.compile(dynamic=True)), which are no ints: not validated
+    sizes = (size, size) if not isinstance(size, (tuple, list)) else tuple(size)
     return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in
-                 zip(to_pair(size, "size"), to_pair(kernel_size, "kernel_size"), to_pair(stride, "stride"),
+                 zip(sizes, to_pair(kernel_size, "kernel_size"), to_pair(stride, "stride"),
                      to_pair(padding, "padding"), to_pair(dilation, "dilation")))
