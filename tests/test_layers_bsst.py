@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from deblurlayers import BlurAwareSparseAttention
 from deblurlayers.layers import BlurAwareSparseTransformer, FusionFeedForward, SoftComp, SoftSplit
 from deblurlayers.layers.bsst import select_frames, window_blur_levels
+from helpers import count_parameters
 
 
 # ------------------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ def test_feed_forward_averages_overlaps():
 # ------------------------------------------------------------------------------------------------
 def test_official_parameter_names_and_counts():
     stack = BlurAwareSparseTransformer()
-    assert sum(p.numel() for p in stack.parameters()) == 4 * 2_086_888
+    assert count_parameters(stack) == 4 * 2_086_888
     names = {k for k in stack.state_dict()}
     for i in range(4):
         for key in ("attention.query.weight", "attention.key.bias", "attention.value.weight", "attention.proj.bias",
@@ -243,8 +244,8 @@ def test_official_parameter_names_and_counts():
                     "mlp.fc1.0.weight", "mlp.fc2.1.weight"):
             assert f"transformer.{i}.{key}" in names
     assert [layer.parity for layer in stack.transformer] == [0, 1, 0, 1]
-    assert sum(p.numel() for p in SoftSplit().parameters()) == 2_458_112
-    assert sum(p.numel() for p in SoftComp().parameters()) == 2_794_368
+    assert count_parameters(SoftSplit()) == 2_458_112
+    assert count_parameters(SoftComp()) == 2_794_368
     # An official checkpoint also carries the 32×32 geometry buffers: they load (and are ignored).
     state = dict(stack.state_dict())
     for i in range(4):

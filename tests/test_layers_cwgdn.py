@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from deblurlayers import CWGDN
 from deblurlayers.layers import ChannelDynamicKernels, LayerNorm2d
 from deblurlayers.ops import channel_dynamic_filter
+from helpers import count_parameters
 
 
 def test_channel_dynamic_filter_matches_per_sample_convolution():
@@ -66,7 +67,7 @@ def test_dynamic_kernels_are_predicted_from_the_input_and_applied_per_sample():
 def test_cwgdn_parameters_match_the_official_layout():
     block = CWGDN()
     c = 64
-    assert sum(p.numel() for p in block.parameters()) == 180 * c * c + 282 * c == 755_328
+    assert count_parameters(block) == 180 * c * c + 282 * c == 755_328
     shapes = {k: tuple(v.shape) for k, v in block.state_dict().items()}
     assert shapes["norm2.body.weight"] == (c,)
     assert shapes["ffn.project_in.weight"] == (8 * c, c, 3, 1, 1)

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from deblurlayers import STDA, DeformableAttention, MultiToMultiAttention, MultiToSingleAttention
 from deblurlayers.ops import all_pairs_flows, compose_flows, flow_warp, masked_flow_warp
+from helpers import count_parameters
 
 
 def randomise_zero_init(module):
@@ -211,8 +212,8 @@ def test_all_pairs_flows_chains_outward_for_longer_clips():
 
 def test_parameter_counts_and_names_match_official():
     mma, msa = MultiToMultiAttention(), MultiToSingleAttention()
-    assert sum(p.numel() for p in mma.parameters()) == 4_066_096
-    assert sum(p.numel() for p in msa.parameters()) == 5_064_112
+    assert count_parameters(mma) == 4_066_096
+    assert count_parameters(msa) == 5_064_112
     shapes = {k: tuple(v.shape) for k, v in msa.state_dict().items() if k.endswith("weight")}
     assert shapes == {
         "defor_attn.sampling_offsets.weight": (288, 384, 3, 3), "defor_attn.attention_weights.weight": (144, 384, 3, 3),
@@ -225,7 +226,7 @@ def test_parameter_counts_and_names_match_official():
     assert "fusion.0.weight" not in mma.state_dict()
     stda = STDA()
     assert {k.split(".")[0] for k in stda.state_dict()} == {"MMA", "MSA"}
-    assert sum(p.numel() for p in stda.parameters()) == 4_066_096 + 5_064_112
+    assert count_parameters(stda) == 4_066_096 + 5_064_112
 
 
 def clip(b=1, c=8, h=6, w=7, seed=0):

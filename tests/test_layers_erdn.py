@@ -9,10 +9,7 @@ import torch.nn.functional as F
 from deblurlayers import (DilatedPyramidBlock, GradientMap, ModulatedDeformConv2d, PyramidDeformableAlign,
                           SFTGradientBranch)
 from deblurlayers.layers import sft
-
-
-def count(module):
-    return sum(p.numel() for p in module.parameters())
+from helpers import count_parameters
 
 
 def shift(x, dy, dx):
@@ -44,11 +41,11 @@ def assert_grads_reach_every_parameter(module, loss):
 # -- ModulatedDeformConv2d -----------------------------------------------------------------------
 def test_dcn_pack_parameters_match_erdn_and_bsstnet():
     erdn = ModulatedDeformConv2d(64, 64, 3, padding=1, deformable_groups=8)
-    assert count(erdn) == 161_560 and count(erdn.conv_offset) == 124_632
+    assert count_parameters(erdn) == 161_560 and count_parameters(erdn.conv_offset) == 124_632
     assert set(erdn.state_dict()) == {"weight", "bias", "conv_offset.weight", "conv_offset.bias"}
     bsst = ModulatedDeformConv2d(384, 192, deformable_groups=16, cond_channels=3 * 192 + 9,
                                  offset_channels=(192, 192, 192), max_residue_magnitude=5)
-    assert count(bsst) == 12_342_720 // 4
+    assert count_parameters(bsst) == 12_342_720 // 4
     assert {k.rsplit(".", 1)[0] for k in bsst.state_dict() if k.startswith("conv_offset")} == {
         f"conv_offset.{i}" for i in (0, 2, 4, 6)}
 
@@ -140,7 +137,7 @@ def test_dcn_pack_bad_inputs():
 
 # -- DilatedPyramidBlock -------------------------------------------------------------------------
 def test_pyramid_block_parameters_and_names_match_rfblock():
-    counts = [count(DilatedPyramidBlock(64, n)) for n in (1, 2, 3, 4)]
+    counts = [count_parameters(DilatedPyramidBlock(64, n)) for n in (1, 2, 3, 4)]
     assert counts == [45_184, 164_160, 381_440, 803_648]
     keys = set(DilatedPyramidBlock(64, 4).state_dict())
     assert {f"rfblock.3.{i}.weight" for i in (0, 2, 4, 6, 8)} <= keys and "rfblock.3.10.weight" not in keys
@@ -182,8 +179,8 @@ def pyramid(b, c, h, w, levels=4, seed=0):
 
 def test_pyramid_align_parameters_and_names_match_pcd_alignment():
     align = PyramidDeformableAlign()
-    assert count(align) == 2_755_704
-    cascade = count(align.cas_offset_conv1) + count(align.cas_offset_conv2) + count(align.cas_dcnpack)
+    assert count_parameters(align) == 2_755_704
+    cascade = count_parameters(align.cas_offset_conv1) + count_parameters(align.cas_offset_conv2) + count_parameters(align.cas_dcnpack)
     assert cascade == 272_280
     keys = set(align.state_dict())
     for key in ("offset_conv1.l4.rfblock.0.0.weight", "offset_conv1.l1.rfblock.3.8.weight",
@@ -277,7 +274,7 @@ def test_gradient_map_is_per_channel_and_replicate_padding_differs_only_at_the_b
 
 def test_gradient_map_loads_the_official_buffers_and_has_finite_gradients():
     gm = GradientMap()
-    assert set(gm.state_dict()) == {"weight_h", "weight_v"} and count(gm) == 0
+    assert set(gm.state_dict()) == {"weight_h", "weight_v"} and count_parameters(gm) == 0
     gm.load_state_dict({"weight_h": gm.weight_h.clone(), "weight_v": gm.weight_v.clone()})
     x = torch.ones(1, 3, 5, 5, requires_grad=True)   # flat inside: gradient 0, kept finite by eps
     gm(x).sum().backward()
@@ -301,7 +298,7 @@ def restoration_features(b, f, h, w, seed=0):
 
 def test_gradient_branch_parameters_and_names_match_recons_grad():
     branch = SFTGradientBranch()
-    assert count(branch) == 5_296_099
+    assert count_parameters(branch) == 5_296_099
     keys = set(branch.state_dict())
     for key in ("in_layer.0.weight", "in_layer.5.conv2.weight", "inBlock.2.weight", "down_first.0.weight",
                 "encoder_first.1.conv1.bias", "encoder_second.2.weight", "decoder_second.1.conv2.weight",

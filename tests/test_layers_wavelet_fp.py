@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from deblurlayers import WaveletFP
 from deblurlayers.ops import haar_dwt2d_reference, haar_idwt2d_reference, use_backend
+from helpers import count_parameters
 
 
 def written_out(fp, x):
@@ -54,8 +55,8 @@ def test_native_and_reference_backends_agree():
 
 def test_parameter_counts_match_dstnet():
     # DSTNet totals minus feat_extractor (1,792), recons (1,731) and the frozen Haar filters (1,024)
-    assert sum(p.numel() for p in WaveletFP().parameters()) == 7_450_819 - 4_547
-    assert sum(p.numel() for p in WaveletFP(64, prop_channels=96, num_blocks=30).parameters()) == 16_965_027 - 4_547
+    assert count_parameters(WaveletFP()) == 7_450_819 - 4_547
+    assert count_parameters(WaveletFP(64, prop_channels=96, num_blocks=30)) == 16_965_027 - 4_547
     keys = {k.split(".")[0] for k in WaveletFP(prop_channels=96, num_blocks=1, num_cwgdn=1).state_dict()}
     assert keys == {"x_wave_1_conv1", "x_wave_1_conv2", "x_wave_2_conv1", "x_wave_2_conv2", "transformer_scale4",
                     "up", "down", "forward_propagation", "backward_propagation"}

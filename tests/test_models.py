@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from deblurlayers.flops import count_flops
-from deblurlayers.models import (DSTNet, FSTANet, STDANet, STDANetStack, dstnet_loss, get_model, list_models,
+from deblurlayers.models import (DSTNet, FSTANet, STDANet, dstnet_loss, get_model, list_models,
                                  load_official, register_model, stdanet_warp_loss)
 from deblurlayers.ops import flow_warp
+from helpers import count_parameters
 from model_cases import CASES, perturb_zero_init, training_loss
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -29,10 +30,6 @@ def small(name):
 def clip(name, batch=2, height=18, width=22, seed=1):
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(batch, CASES[name][1], 3, height, width, generator=gen)
-
-
-def count(model, trainable_only=False):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 # -- registry ----------------------------------------------------------------------------------
@@ -56,8 +53,8 @@ def test_parameter_count_matches_the_official_model(name):
     facts = manifest(CASES[name][2])
     model = get_model(name)
     frozen = HAAR_VALUES if name.startswith("dstnet") else 0
-    assert count(model) == facts["parameters"] - frozen
-    assert count(model, trainable_only=True) == facts["trainable"]
+    assert count_parameters(model) == facts["parameters"] - frozen
+    assert count_parameters(model, trainable_only=True) == facts["trainable"]
     assert facts["parameters_in_uncalled_modules"] == 0
 
 
@@ -75,7 +72,7 @@ def test_fstanet_parameter_count_follows_its_documented_architecture():
     encoder = sum(conv(c_in, c, 3) + dense_block(c) for c_in, c in zip((3, 32, 64), widths))
     decoder = dense_block(128) + sum(conv(c, c // 2, 3) + dense_block(c // 2) for c in (128, 64)) + conv(32, 3, 3)
     expected = encoder + sum(fsta(c) for c in widths) + decoder
-    assert count(FSTANet()) == expected == 1_204_935  # the figure in docs/models/fstanet.md
+    assert count_parameters(FSTANet()) == expected == 1_204_935  # the figure in docs/models/fstanet.md
 
 
 def official_haar_weights(channels):

@@ -2,7 +2,6 @@
 gradients of one process on the same global batch."""
 import os
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp

@@ -200,26 +200,6 @@ def test_gradcheck(native_ops):
         (t["input"], t["offset"], t["weight"], t["bias"], t["mask"]))
 
 
-@pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(native_ops, requires_grad):
-    t, kw = make(CASES[2], torch.float32, requires_grad)
-    args = [list(kw[k]) for k in ("stride", "padding", "dilation")] + [2, 3]
-    inputs = (t["input"], t["offset"], t["mask"], t["weight"], t["bias"])
-    torch.library.opcheck(native_ops.deform_conv2d.default, (*inputs, *args))
-    out = native_ops.deform_conv2d(*inputs, *args)
-    detached = [v.detach() for v in (t["input"], t["offset"], t["mask"], t["weight"])]
-    torch.library.opcheck(native_ops.deform_conv2d_backward.default, (torch.randn_like(out), *detached, *args))
-
-
-def test_backward_is_deterministic(native_ops):
-    t, kw = make(CASES[3], torch.float32, requires_grad=True)
-    out = call(deform_conv2d, t, kw)
-    grad = torch.randn_like(out)
-    first = torch.autograd.grad(out, list(t.values()), grad, retain_graph=True)
-    second = torch.autograd.grad(out, list(t.values()), grad)
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
-
-
 def test_non_contiguous_inputs_and_no_bias_no_mask(native_ops):
     t, kw = make(CASES[0], torch.float64)
     x = t["input"].transpose(2, 3).contiguous().transpose(2, 3)
@@ -233,16 +213,6 @@ def test_flops(native_ops):
     got = count_flops(lambda *a: call(deform_conv2d, t, kw)).flops
     n, cin, cout, _, _, (kh, kw_), _, _, _, h, w = CASES[3]
     assert got == 2 * (n * cout * cin * kh * kw_ * h * w + 5 * n * cin * kh * kw_ * h * w)
-
-
-@pytest.mark.parametrize("fn", BOTH)
-def test_compile_fullgraph(native_ops, fn):
-    t, kw = make(CASES[0], torch.float32, requires_grad=True)
-    compiled = torch.compile(lambda i, o, w, b, m: fn(i, o, w, b, mask=m, **kw), fullgraph=True, backend="aot_eager")
-    out = compiled(t["input"], t["offset"], t["weight"], t["bias"], t["mask"])
-    torch.testing.assert_close(out, call(fn, t, kw))
-    out.sum().backward()
-    assert all(v.grad is not None for v in t.values())
 
 
 @pytest.mark.parametrize("fn", BOTH)

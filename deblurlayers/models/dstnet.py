@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 

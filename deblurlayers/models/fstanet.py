@@ -8,7 +8,7 @@ widths, depths or code; this model is the library's concrete reading of that out
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from einops import rearrange

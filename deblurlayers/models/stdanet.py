@@ -6,7 +6,7 @@ The data flow, parameter names and counts follow the official ``models/model/STD
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import torch
 import torch.nn.functional as F
