@@ -25,6 +25,11 @@ Per-op conventions:
   4 for the value gradient, 8 for the location gradient (as bilinear
   sampling), 1 for the weight gradient and 1 for scaling the incoming
   gradient by the weight. The reference (grid_sample + matmul) counts the same.
+- Deformable convolution (DCNv2): the GEMM plus bilinear sampling, 4 MACs
+  per (pixel, tap, input channel); the mask product is elementwise. Backward:
+  two GEMMs plus 12 per sample (bilinear sampling's backward). The reference
+  (grid_sample + GEMM) counts the same; what the native backward recomputes
+  instead of storing is not counted.
 """
 from __future__ import annotations
 
@@ -94,17 +99,19 @@ def _deform_conv_sizes(input_shape, weight_shape, offset_shape):
 
 def deform_conv2d_flops(input_shape, offset_shape=None, mask_shape=None, weight_shape=None, bias_shape=None,
                         *args, out_shape=None, **kwargs) -> int:
-    """GEMM plus 5 MACs per sample (4 bilinear taps, the mask)."""
+    """GEMM plus 4 MACs per sample (the bilinear taps; the mask product is elementwise)."""
     gemm, samples = _deform_conv_sizes(input_shape, weight_shape, offset_shape)
-    return 2 * (gemm + 5 * samples)
+    return 2 * (gemm + 4 * samples)
 
 
 def deform_conv2d_backward_flops(grad_out_shape, input_shape=None, offset_shape=None, mask_shape=None,
                                  weight_shape=None, *args, out_shape=None, **kwargs) -> int:
-    """Two GEMMs (weight and column gradients) plus 22 MACs per sample: the columns again (5),
-    the input scatter (5) and the value and its two derivatives for offset and mask (12)."""
+    """Two GEMMs (weight and column gradients) plus 12 MACs per sample: 4 for the input gradient and
+    8 for the sampling position's (x and y) -- bilinear sampling's backward, as grid_sample's. Work
+    the kernel does beyond the algorithm (recomputing the columns instead of storing them) is not
+    counted, so native and reference count the same."""
     gemm, samples = _deform_conv_sizes(input_shape, weight_shape, offset_shape)
-    return 2 * (2 * gemm + 22 * samples)
+    return 2 * (2 * gemm + 12 * samples)
 
 
 # ---------------------------------------------------------------------------
