@@ -261,3 +261,25 @@ def test_native_kernel_checks_name_the_argument(native_ops):
         native_ops.deform_conv2d(x, off, mask, w, bias, [1, 1], [1, 1], [1, 1], 1, 3)
     with pytest.raises(RuntimeError, match=r"deform_conv2d_backward: grad_out: expected shape"):
         native_ops.deform_conv2d_backward(torch.zeros(1, 6, 7, 8), x, off, mask, w, *args)
+
+
+def test_empty_mask_is_no_modulation_without_a_mask_of_ones(native_ops):
+    t, kw = make(CASES[2], torch.float64, requires_grad=True)
+    args = [list(kw[k]) for k in ("stride", "padding", "dilation")] + [2, 3]
+    inputs = (t["input"], t["offset"], t["mask"], t["weight"], t["bias"])
+    empty = t["input"].new_empty(0)
+    ones = torch.ones_like(t["mask"]).requires_grad_()
+    got = native_ops.deform_conv2d(inputs[0], inputs[1], empty, *inputs[3:], *args)
+    want = native_ops.deform_conv2d(inputs[0], inputs[1], ones, *inputs[3:], *args)
+    torch.testing.assert_close(got, want)
+    grad = torch.randn_like(got)
+    x, offset, weight = (v.detach() for v in (inputs[0], inputs[1], inputs[3]))
+    grads = native_ops.deform_conv2d_backward(grad, x, offset, empty, weight, *args)
+    wanted = native_ops.deform_conv2d_backward(grad, x, offset, ones.detach(), weight, *args)
+    assert grads[2].shape == (0,)  # no mask gradient is computed or stored
+    for i in (0, 1, 3, 4):
+        torch.testing.assert_close(grads[i], wanted[i])
+    torch.library.opcheck(native_ops.deform_conv2d.default,
+                          (inputs[0], inputs[1], empty, *inputs[3:], *args))
+    x = t["input"].detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda i: deform_conv2d(i, t["offset"].detach(), t["weight"].detach(), **kw), (x,))

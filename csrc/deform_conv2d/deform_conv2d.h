@@ -61,6 +61,10 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE opmath_t sample_value(const ZeroPadBilinear<op
   return v;
 }
 
+// A 1-d empty mask means no modulation (DCNv1), as torchvision's use_mask=false: the kernels then
+// read no mask and write no mask gradient, and no full-size tensor of ones is ever made.
+inline bool has_mask(const at::Tensor& mask) { return !(mask.dim() == 1 && mask.numel() == 0); }
+
 inline Shape check_inputs(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                           const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
                           at::IntArrayRef dilation, int64_t groups, int64_t offset_groups,
@@ -68,7 +72,7 @@ inline Shape check_inputs(const at::Tensor& input, const at::Tensor& offset, con
   const std::string p = std::string(op) + ": ";
   check_dim(input, 4, (p + "input").c_str(), "(N, Cin, H, W)");
   check_dim(offset, 4, (p + "offset").c_str(), "(N, 2*offset_groups*KH*KW, Ho, Wo)");
-  check_dim(mask, 4, (p + "mask").c_str(), "(N, offset_groups*KH*KW, Ho, Wo)");
+  if (has_mask(mask)) check_dim(mask, 4, (p + "mask").c_str(), "(N, offset_groups*KH*KW, Ho, Wo), or empty");
   check_dim(weight, 4, (p + "weight").c_str(), "(Cout, Cin/groups, KH, KW)");
   check_floating(input, (p + "input").c_str());
   check_same_device_dtype(offset, input, (p + "offset").c_str(), "input");
@@ -103,8 +107,8 @@ inline Shape check_inputs(const at::Tensor& input, const at::Tensor& offset, con
   const std::vector<int64_t> want_mask{s.N, offset_groups * s.K(), s.Ho, s.Wo};
   TORCH_CHECK(offset.sizes() == at::IntArrayRef(want_offset), p, "offset: expected shape ",
               at::IntArrayRef(want_offset), ", got ", offset.sizes());
-  TORCH_CHECK(mask.sizes() == at::IntArrayRef(want_mask), p, "mask: expected shape ",
-              at::IntArrayRef(want_mask), ", got ", mask.sizes());
+  TORCH_CHECK(!has_mask(mask) || mask.sizes() == at::IntArrayRef(want_mask), p, "mask: expected shape ",
+              at::IntArrayRef(want_mask), " (or an empty 1-d tensor for none), got ", mask.sizes());
   return s;
 }
 

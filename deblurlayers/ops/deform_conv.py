@@ -51,9 +51,9 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
         True
     """
     args = _check(input, offset, weight, bias, stride, padding, dilation, mask)
-    if mask is None:
-        mask = input.new_ones(offset.shape[0], offset.shape[1] // 2, *offset.shape[2:])
     if use_native("deform_conv2d", input):
+        if mask is None:  # the op's "no modulation": an empty mask, never a full-size one of ones
+            mask = input.new_empty(0)
         if bias is None:
             bias = input.new_zeros(weight.shape[0])
         return torch.ops.deblurlayers.deform_conv2d(input, offset, mask, weight, bias, *args)
@@ -66,8 +66,6 @@ def deform_conv2d_reference(input: torch.Tensor, offset: torch.Tensor, weight: t
                             dilation: IntPair = 1, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`deform_conv2d` in plain PyTorch: every tap sampled with ``grid_sample``, one GEMM."""
     args = _check(input, offset, weight, bias, stride, padding, dilation, mask)
-    if mask is None:
-        mask = input.new_ones(offset.shape[0], offset.shape[1] // 2, *offset.shape[2:])
     return _reference(input, offset, mask, weight, bias, *args)
 
 
@@ -93,7 +91,8 @@ def _reference(input, offset, mask, weight, bias, stride, padding, dilation, gro
     planes = rearrange(input, "n (g c) h w -> (n g) c h w", g=offset_groups)
     sampled = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     sampled = rearrange(sampled, "(n g) c (k ho) wo -> n g c k ho wo", n=n, k=kh * kw)
-    sampled = sampled * rearrange(mask, "n (g k) ho wo -> n g 1 k ho wo", g=offset_groups)
+    if mask is not None:
+        sampled = sampled * rearrange(mask, "n (g k) ho wo -> n g 1 k ho wo", g=offset_groups)
     columns = rearrange(sampled, "n og c k ho wo -> n (og c) k (ho wo)")
     columns = rearrange(columns, "n (wg c) k p -> n wg (c k) p", wg=groups)
     kernels = rearrange(weight, "(wg o) c kh kw -> wg o (c kh kw)", wg=groups)
@@ -166,7 +165,8 @@ def _backward(ctx, grad_out):
 #       * bilinear(input[n, c], ho*sh - ph + ky*dh + dy, wo*sw - pw + kx*dw + dx)
 # (dy, dx) = offset[n, 2*(g(c)*K + k) + {0, 1}, ho, wo], g(c) = c / (Cin/offset_groups), taps
 # k = ky*KW + kx row-major, zero padding. input (N, Cin, H, W); weight (Cout, Cin/groups, KH, KW);
-# mask (N, offset_groups*K, Ho, Wo); bias (Cout).
+# mask (N, offset_groups*K, Ho, Wo), or an empty 1-d tensor for no modulation (DCNv1; its gradient
+# is then empty too); bias (Cout).
 define("deform_conv2d(Tensor input, Tensor offset, Tensor mask, Tensor weight, Tensor bias, "
        "int[2] stride, int[2] padding, int[2] dilation, int groups, int offset_groups) -> Tensor",
        fake=_fake, flops=_flops.deform_conv2d_flops, backward=_backward, setup_context=_setup_context,

@@ -44,7 +44,7 @@ template <typename scalar_t>
 struct Inputs {
   const scalar_t* input;  // (N, H, W, Cin)
   const scalar_t* offset;
-  const scalar_t* mask;
+  const scalar_t* mask;  // nullptr: no modulation
   Shape s;
 };
 
@@ -93,7 +93,7 @@ DEBLURLAYERS_CPU_CLONES void prepare_block(const Inputs<scalar_t>& in, const Chu
   const int64_t channel = (ch.n * s.offset_groups + g) * s.K() + k;
   const scalar_t* __restrict off_y = in.offset + 2 * channel * s.P() + first;
   const scalar_t* __restrict off_x = off_y + s.P();
-  const scalar_t* __restrict mask = in.mask + channel * s.P() + first;
+  const scalar_t* __restrict mask = in.mask != nullptr ? in.mask + channel * s.P() + first : nullptr;
   opmath_t base_y[kBlock], base_x[kBlock];
   int64_t ho = first / s.Wo, wo = first % s.Wo;
   for (int64_t i = 0; i < count; ++i) {
@@ -106,7 +106,7 @@ DEBLURLAYERS_CPU_CLONES void prepare_block(const Inputs<scalar_t>& in, const Chu
   for (int64_t i = 0; i < count; ++i) {
     opmath_t y = base_y[i] + static_cast<opmath_t>(off_y[i]);
     opmath_t x = base_x[i] + static_cast<opmath_t>(off_x[i]);
-    const opmath_t m = static_cast<opmath_t>(mask[i]);
+    const opmath_t m = mask != nullptr ? static_cast<opmath_t>(mask[i]) : one;  // loop-invariant test
     // A sample with y <= -1, y >= H (or x likewise) touches no pixel; NaN fails too.
     const opmath_t inside = (y > -one && x > -one && y < H && x < W) ? one : zero;
     y = inside != zero ? y : zero;
@@ -252,7 +252,7 @@ DEBLURLAYERS_CPU_CLONES void offset_mask_block(int64_t block, const Inputs<scala
       });
       const int64_t channel = (ch.n * s.offset_groups + g) * s.K() + k;
       scalar_t* go = grad_offset + 2 * channel * s.P() + tb.first;
-      scalar_t* gm = grad_mask + channel * s.P() + tb.first;
+      scalar_t* gm = grad_mask != nullptr ? grad_mask + channel * s.P() + tb.first : nullptr;
       for (int64_t i = 0; i < tb.count; ++i) {
         opmath_t value = 0, dx = 0, dy = 0;
         for (int t = 0; t < 4; ++t) {
@@ -262,7 +262,7 @@ DEBLURLAYERS_CPU_CLONES void offset_mask_block(int64_t block, const Inputs<scala
         }
         go[i] = static_cast<scalar_t>(dy * tb.mask[i]);
         go[s.P() + i] = static_cast<scalar_t>(dx * tb.mask[i]);
-        gm[i] = static_cast<scalar_t>(value);
+        if (gm != nullptr) gm[i] = static_cast<scalar_t>(value);
       }
     }
   }
@@ -301,7 +301,7 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_, cons
   at::Tensor cols_buf = at::empty({at::get_num_threads(), groups, tile, group_rows}, input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d", [&] {
     const Inputs<scalar_t> in{input.const_data_ptr<scalar_t>(), offset.const_data_ptr<scalar_t>(),
-                              mask.const_data_ptr<scalar_t>(), s};
+                              has_mask(mask) ? mask.const_data_ptr<scalar_t>() : nullptr, s};
     // The GEMMs below go through the dispatcher from worker threads, which
     // must see this thread's dispatch state (below autograd, inference mode).
     const at::ThreadLocalState caller_state;
@@ -337,7 +337,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const at::Tensor weight = weight_tap_major(weight_, s);
   const auto acc_type = at::toOpMathType(input.scalar_type());
   at::Tensor grad_input = at::zeros(input.sizes(), input.options().dtype(acc_type));  // channels-last
-  at::Tensor grad_offset = at::zeros_like(offset), grad_mask = at::zeros_like(mask);
+  at::Tensor grad_offset = at::zeros_like(offset);
+  at::Tensor grad_mask = has_mask(mask) ? at::zeros_like(mask) : at::empty({0}, mask.options());
   // One tap-major grad_weight partial sum per thread, added up in thread order.
   at::Tensor grad_weight_parts =
       at::zeros({at::get_num_threads(), s.groups, s.Cout / s.groups, s.rows() / s.groups},
@@ -351,7 +352,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
     at::Tensor gcols_buf = at::empty({s.rows() * chunk}, input.options());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d_backward", [&] {
       const Inputs<scalar_t> in{input.const_data_ptr<scalar_t>(), offset.const_data_ptr<scalar_t>(),
-                                mask.const_data_ptr<scalar_t>(), s};
+                                has_mask(mask) ? mask.const_data_ptr<scalar_t>() : nullptr, s};
       const int64_t tasks_per_group = (cpg + kChannels - 1) / kChannels;
       const at::ThreadLocalState caller_state;  // see forward_cpu
       for (int64_t n = 0; n < s.N; ++n) {
@@ -385,7 +386,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
                                                s.K()};
               for (int64_t b = 0; b < tc.blocks(); ++b)
                 offset_mask_block(b, in, tc, gc, grad_offset.mutable_data_ptr<scalar_t>(),
-                                  grad_mask.mutable_data_ptr<scalar_t>());
+                                  has_mask(mask) ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr);
             }
           });
           // grad_input: every task owns a channel range over the whole chunk.

@@ -34,6 +34,7 @@ using opmath = at::opmath_type<scalar_t>;
 template <typename scalar_t>
 __device__ __forceinline__ opmath<scalar_t> mask_at(const scalar_t* mask, const Shape& s, int64_t n,
                                                     int64_t g, int64_t k, int64_t p) {
+  if (mask == nullptr) return opmath<scalar_t>(1);  // no modulation (DCNv1)
   return static_cast<opmath<scalar_t>>(mask[((n * s.offset_groups + g) * s.K() + k) * s.P() + p]);
 }
 
@@ -104,7 +105,7 @@ __global__ void offset_mask_kernel(const scalar_t* __restrict__ input, const sca
     const int64_t channel = (n * s.offset_groups + g) * s.K() + k;
     grad_offset[2 * channel * s.P() + p] = static_cast<scalar_t>(d_y * m);
     grad_offset[(2 * channel + 1) * s.P() + p] = static_cast<scalar_t>(d_x * m);
-    grad_mask[channel * s.P() + p] = static_cast<scalar_t>(d_mask);
+    if (grad_mask != nullptr) grad_mask[channel * s.P() + p] = static_cast<scalar_t>(d_mask);
   }
 }
 
@@ -125,6 +126,7 @@ at::Tensor forward_cuda(const at::Tensor& input_, const at::Tensor& offset_, con
   at::Tensor cols_buf = at::empty({s.rows() * chunk}, input.options());
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d_cuda", [&] {
+    const scalar_t* mask_ptr = has_mask(mask) ? mask.const_data_ptr<scalar_t>() : nullptr;
     for (int64_t n = 0; n < s.N; ++n) {
       const at::Tensor out_n = out[n].view({s.Cout, s.P()});
       for (int64_t p0 = 0; p0 < s.P(); p0 += chunk) {
@@ -132,7 +134,7 @@ at::Tensor forward_cuda(const at::Tensor& input_, const at::Tensor& offset_, con
         at::Tensor cols = cols_buf.narrow(0, 0, s.rows() * len).view({s.rows(), len});
         columns_kernel<scalar_t><<<grid_blocks(s.rows() * len), kThreadsPerBlock, 0, stream>>>(
             input.const_data_ptr<scalar_t>(), offset.const_data_ptr<scalar_t>(),
-            mask.const_data_ptr<scalar_t>(), s, n, p0, len, cols.mutable_data_ptr<scalar_t>());
+            mask_ptr, s, n, p0, len, cols.mutable_data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         for (int64_t g = 0; g < groups; ++g) {
           at::Tensor dst = out_n.narrow(0, g * (s.Cout / groups), s.Cout / groups).narrow(1, p0, len);
@@ -157,7 +159,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const at::Tensor weight = weight_.contiguous().view({groups, s.Cout / groups, -1});
   const auto acc_type = at::toOpMathType(input.scalar_type());
   at::Tensor grad_input = at::zeros(input.sizes(), input.options().dtype(acc_type));
-  at::Tensor grad_offset = at::zeros_like(offset), grad_mask = at::zeros_like(mask);
+  at::Tensor grad_offset = at::zeros_like(offset);
+  at::Tensor grad_mask = has_mask(mask) ? at::zeros_like(mask) : at::empty({0}, mask.options());
   at::Tensor grad_weight = at::zeros(weight.sizes(), weight.options().dtype(acc_type));
   at::Tensor grad_bias = grad_out.sum({0, 2, 3}, /*keepdim=*/false, acc_type);
   if (grad_out.numel() > 0 && input.numel() > 0) {
@@ -168,6 +171,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
     at::Tensor gcols_buf = at::empty({s.rows() * chunk}, input.options());
     const auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d_backward_cuda", [&] {
+      const scalar_t* mask_ptr = has_mask(mask) ? mask.const_data_ptr<scalar_t>() : nullptr;
+      scalar_t* mask_grad_ptr = has_mask(mask) ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr;
       for (int64_t n = 0; n < s.N; ++n) {
         const at::Tensor go_n = grad_out[n].view({s.Cout, s.P()});
         for (int64_t p0 = 0; p0 < s.P(); p0 += chunk) {
@@ -176,7 +181,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
           at::Tensor gcols = gcols_buf.narrow(0, 0, s.rows() * len).view({s.rows(), len});
           columns_kernel<scalar_t><<<grid_blocks(s.rows() * len), kThreadsPerBlock, 0, stream>>>(
               input.const_data_ptr<scalar_t>(), offset.const_data_ptr<scalar_t>(),
-              mask.const_data_ptr<scalar_t>(), s, n, p0, len, cols.mutable_data_ptr<scalar_t>());
+              mask_ptr, s, n, p0, len, cols.mutable_data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           for (int64_t g = 0; g < groups; ++g) {
             const at::Tensor go = go_n.narrow(0, g * cout_g, cout_g).narrow(1, p0, len);
@@ -185,14 +190,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
             at::mm_out(gcols_g, weight[g].t(), go);
           }
           scatter_input_kernel<scalar_t><<<grid_blocks(s.rows() * len), kThreadsPerBlock, 0, stream>>>(
-              offset.const_data_ptr<scalar_t>(), mask.const_data_ptr<scalar_t>(),
+              offset.const_data_ptr<scalar_t>(), mask_ptr,
               gcols.const_data_ptr<scalar_t>(), s, n, p0, len, grad_input.mutable_data_ptr<opmath<scalar_t>>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           const int64_t entries = s.offset_groups * s.K() * len;
           offset_mask_kernel<scalar_t><<<grid_blocks(entries), kThreadsPerBlock, 0, stream>>>(
               input.const_data_ptr<scalar_t>(), offset.const_data_ptr<scalar_t>(),
-              mask.const_data_ptr<scalar_t>(), gcols.const_data_ptr<scalar_t>(), s, n, p0, len,
-              grad_offset.mutable_data_ptr<scalar_t>(), grad_mask.mutable_data_ptr<scalar_t>());
+              mask_ptr, gcols.const_data_ptr<scalar_t>(), s, n, p0, len,
+              grad_offset.mutable_data_ptr<scalar_t>(), mask_grad_ptr);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       }
