@@ -240,13 +240,12 @@ def convert_stdanet(model: nn.Module, state: StateDict) -> Tuple[StateDict, Dict
 def convert_stdanet_stack(model: nn.Module, state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
     """Official ``STDAN_Stack`` names (``recons_net.*``) -> :class:`STDANetStack`. A bare STDAN
     state dict (no ``recons_net.`` prefix) is accepted too: the stack shares one STDAN."""
-    if not any(k.startswith("recons_net.") for k in state):
-        state = {"recons_net." + k: v for k, v in state.items()}
-    inner = {k[len("recons_net."):]: v for k, v in state.items() if k.startswith("recons_net.")}
+    prefix = "recons_net."
+    inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} or state
+    others = {k: v for k, v in state.items() if not k.startswith(prefix)} if inner is not state else {}
     converted, discarded = convert_stdanet(model.recons_net, inner)
-    others = {k: v for k, v in state.items() if not k.startswith("recons_net.")}
-    return {**{"recons_net." + k: v for k, v in converted.items()}, **others}, {
-        "recons_net." + k: why for k, why in discarded.items()}
+    return ({**{prefix + k: v for k, v in converted.items()}, **others},
+            {prefix + k: why for k, why in discarded.items()})
 
 
 @register_model("stdanet")

@@ -85,8 +85,7 @@ def check_input(x: torch.Tensor, layout: str, *, name: str, like: Optional[nn.Mo
       ``{"H": 1, "W": 1}``; a batch of 0 is allowed (layers return an empty result).
     """
     dims = check_shape(x, layout, name=name, sizes=sizes)
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+    check_floating(x, name=name)
     weight = next(like.parameters(), None) if like is not None else None
     if weight is not None and x.dtype != weight.dtype and not autocast_enabled(x.device.type):
         raise TypeError(f"{name}: expected dtype {weight.dtype} (that of the parameters; or run under "
