@@ -5,7 +5,10 @@ Keeping them beside the registry's names means a newly registered model without 
 """
 import torch
 
-from deblurlayers.models import dstnet_loss, stdanet_loss, stdanet_stack_loss
+from deblurlayers.models import dstnet_loss, erdn_loss, stdanet_loss, stdanet_stack_loss
+
+ERDN_SMALL = dict(n_feat=4, n_resblock=1, align_channels=8, deformable_groups=2, num_extract_blocks=1,
+                  num_reconstruct_blocks=1)
 
 # name -> (small kwargs, input frames T, full-size manifest or None)
 CASES = {
@@ -14,6 +17,8 @@ CASES = {
     "dstnet": (dict(num_feat=8, num_blocks=1, num_cwgdn=1), 3, "DSTNet"),
     "dstnet_l": (dict(num_feat=8, prop_feat=12, num_blocks=1, num_cwgdn=1), 3, "DSTNet_L"),
     "fstanet": (dict(channels=8, growth=8, spatial_maps=4, temporal_maps=2), 5, None),
+    "erdn": (ERDN_SMALL, 5, "ERDN"),
+    "erdn_single": (ERDN_SMALL, 3, "ERDN_1"),
 }
 
 
@@ -27,6 +32,8 @@ def training_loss(name, model, blurry, sharp):
         return stdanet_stack_loss(out, stages, sharp, to_next, to_prev)
     if name.startswith("dstnet"):
         return dstnet_loss(model(blurry), sharp)
+    if name.startswith("erdn"):
+        return erdn_loss(model(blurry, return_details=True), sharp)
     out = model(blurry)
     return torch.nn.functional.l1_loss(out, sharp[:, sharp.shape[1] // 2])
 

@@ -5,6 +5,7 @@ released checkpoints:
 
 - :mod:`.stdanet`: ``STDANet``, ``STDANetStack`` (``"stdanet"``, ``"stdanet_stack"``)
 - :mod:`.dstnet`: ``DSTNet`` (``"dstnet"``, ``"dstnet_l"``)
+- :mod:`.erdn`: ``ERDN`` (``"erdn"``: two stages, 5 frames; ``"erdn_single"``: one stage, 3 frames)
 - :mod:`.fstanet`: ``FSTANet`` (``"fstanet"``, derived: the paper released no code)
 
 ``get_model(name, **kwargs)`` builds by name; ``load_official(model, checkpoint)`` loads a released
@@ -13,9 +14,10 @@ checkpoint of the official code.
 from ._checkpoint import OfficialLoadResult, load_official
 from ._registry import get_model, list_models, register_model
 from .dstnet import DSTNet, dstnet_loss
+from .erdn import ERDN, ERDNOutput, ERDNStage, erdn_loss, erdn_stage_loss
 from .fstanet import FSTANet
 from .stdanet import STDANet, STDANetStack, stdanet_loss, stdanet_stack_loss, stdanet_warp_loss
 
 __all__ = ["list_models", "get_model", "register_model", "load_official", "OfficialLoadResult", "STDANet",
            "STDANetStack", "DSTNet", "FSTANet", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss",
-           "dstnet_loss"]
+           "dstnet_loss", "ERDN", "ERDNStage", "ERDNOutput", "erdn_loss", "erdn_stage_loss"]
