@@ -350,9 +350,8 @@ class ERDN(nn.Module):
         centres = range(half, padded.shape[1] - half)
         if b == 0:
             return padded.new_zeros(b, len(centres), 3, h, w)
-        # stage s restores positions centres ± (stages - 1 - s); the last stage only the centres
-        positions = range(centres[0] - self.num_stages + 1, centres[-1] + self.num_stages)
-        restored: Dict[int, torch.Tensor] = {p: padded[:, p] for p in positions}
+        # stage s restores the positions within (stages - 1 - s) of a centre; the last, the centres
+        restored: Dict[int, torch.Tensor] = {p: padded[:, p] for p in range(padded.shape[1])}
         for stage in range(self.num_stages):
             reach = self.num_stages - 1 - stage
             wanted = list(range(centres[0] - reach, centres[-1] + reach + 1))
