@@ -253,6 +253,8 @@ MODELS: Dict[str, ModelInfo] = {
     "dstnet": ModelInfo(5, 5, "7.45 M params (official count incl. 1,024 frozen Haar values); 0.08 s at 720p on an A6000"),
     "dstnet_l": ModelInfo(5, 5, "16.96 M params (incl. 1,024 frozen Haar values); 0.28 s at 720p on an A6000"),
     "fstanet": ModelInfo(5, 1, "derived network: no figures (paper: GoPro 31.61 dB)"),
+    "erdn": ModelInfo(5, 1, "22.84 M params per stage (Net-4); spec: 2,148 / 30,200 GMACs at 256² / 720p"),
+    "erdn_single": ModelInfo(3, 1, "22.84 M params (Net-4); spec: 537 / 7,550 GMACs at 256² / 720p"),
 }
 
 
