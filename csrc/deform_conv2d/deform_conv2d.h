@@ -35,29 +35,27 @@ struct Shape {
   C10_HOST_DEVICE int64_t rows() const { return Cin * K(); }
 };
 
-// The bilinear taps of tap k of output pixel p (flattened ho*Wo + wo), for
-// sample n and offset group g.
+// The bilinear corners of tap k of output pixel p (flattened ho*Wo + wo), for
+// sample n and offset group g: clamped_bilinear, the math the CPU kernel uses
+// for its blocks of pixels.
 template <typename opmath_t, typename scalar_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE ZeroPadBilinear<opmath_t> sample_taps(
+C10_HOST_DEVICE C10_ALWAYS_INLINE ClampedBilinear<opmath_t, int64_t> sample_taps(
     const Shape& s, const scalar_t* offset, int64_t n, int64_t g, int64_t k, int64_t p) {
   const int64_t ho = p / s.Wo, wo = p % s.Wo, ky = k / s.KW, kx = k % s.KW;
   const int64_t channel = (n * s.offset_groups + g) * s.K() + k;  // of (N, OG*K, ...)
   const scalar_t* o = offset + 2 * channel * s.P() + p;
   const opmath_t y = static_cast<opmath_t>(ho * s.sh - s.ph + ky * s.dh) + static_cast<opmath_t>(o[0]);
   const opmath_t x = static_cast<opmath_t>(wo * s.sw - s.pw + kx * s.dw) + static_cast<opmath_t>(o[s.P()]);
-  return zero_pad_bilinear<opmath_t>(x, y, s.H, s.W);
+  return clamped_bilinear<opmath_t, int64_t>(x, y, s.H, s.W);
 }
 
-// Value of the sampled surface of one H x W channel plane at the taps.
+// Value of the sampled surface of one H x W channel plane at the corners.
 template <typename opmath_t, typename scalar_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE opmath_t sample_value(const ZeroPadBilinear<opmath_t>& t,
+C10_HOST_DEVICE C10_ALWAYS_INLINE opmath_t sample_value(const ClampedBilinear<opmath_t, int64_t>& t,
                                                         const scalar_t* plane) {
   opmath_t v = 0;
-  if (!t.inside) return v;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    if (t.valid[i]) v += t.weight[i] * static_cast<opmath_t>(plane[t.offset[i]]);
-  }
+  for (int i = 0; i < 4; ++i) v += t.weight[i] * static_cast<opmath_t>(plane[t.index[i]]);
   return v;
 }
 

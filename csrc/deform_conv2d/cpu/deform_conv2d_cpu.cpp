@@ -67,7 +67,7 @@ struct Columns {
 
 // Bilinear corners of tap k for the pixels of one block and offset group g,
 // as structure-of-arrays with the zero padding folded in: a corner outside the
-// image gets pixel index 0 and weight 0, so the channel loops are branch-free.
+// image gets a clamped pixel index and weight 0, so the channel loops are branch-free.
 template <typename opmath_t>
 struct TapBlock {
   int64_t first, count;          // pixels [first, first + count) of the sample
@@ -78,9 +78,10 @@ struct TapBlock {
   opmath_t d_dy[4][kBlock];
 };
 
-// Written as one flat loop of float selects and integer min/max, without
-// integer division, so that it vectorises (this needs -fno-trapping-math): it
-// runs once per (offset group, tap, pixel).
+// The corners come from clamped_bilinear (csrc/include, the CUDA kernel's math
+// too). One flat loop without integer division or branches, so that it
+// vectorises (this needs -fno-trapping-math): it runs once per (offset group,
+// tap, pixel).
 template <bool kDerivatives, bool kFoldMask, typename scalar_t>
 DEBLURLAYERS_CPU_CLONES void prepare_block(const Inputs<scalar_t>& in, const Chunk& ch, int64_t g, int64_t k,
                                            int64_t block, TapBlock<opmath<scalar_t>>& tb) {
@@ -101,45 +102,21 @@ DEBLURLAYERS_CPU_CLONES void prepare_block(const Inputs<scalar_t>& in, const Chu
     base_x[i] = static_cast<opmath_t>(wo * s.sw - s.pw + (k % s.KW) * s.dw);
     if (++wo == s.Wo) wo = 0, ++ho;
   }
-  const opmath_t H = static_cast<opmath_t>(s.H), W = static_cast<opmath_t>(s.W), one = 1, zero = 0;
-  const int32_t Hi = static_cast<int32_t>(s.H), Wi = static_cast<int32_t>(s.W);
+  const int32_t H = static_cast<int32_t>(s.H), W = static_cast<int32_t>(s.W);
   for (int64_t i = 0; i < count; ++i) {
-    opmath_t y = base_y[i] + static_cast<opmath_t>(off_y[i]);
-    opmath_t x = base_x[i] + static_cast<opmath_t>(off_x[i]);
-    const opmath_t m = mask != nullptr ? static_cast<opmath_t>(mask[i]) : one;  // loop-invariant test
-    // A sample with y <= -1, y >= H (or x likewise) touches no pixel; NaN fails too.
-    const opmath_t inside = (y > -one && x > -one && y < H && x < W) ? one : zero;
-    y = inside != zero ? y : zero;
-    x = inside != zero ? x : zero;
-    // floor() by truncation, valid because y, x > -1.
-    const int32_t y0 = static_cast<int32_t>(y + 1) - 1, x0 = static_cast<int32_t>(x + 1) - 1;
-    const opmath_t fy = static_cast<opmath_t>(y0), fx = static_cast<opmath_t>(x0);
-    const opmath_t ly = y - fy, lx = x - fx, hy = 1 - ly, hx = 1 - lx;
-    // Which corner rows / columns lie in the image (1) or in the zero padding (0).
-    const opmath_t r0 = fy >= zero ? inside : zero, r1 = fy + 1 < H ? inside : zero;
-    const opmath_t c0 = fx >= zero ? one : zero, c1 = fx + 1 < W ? one : zero;
-    // Corners in the padding read a clamped (valid) pixel with weight 0.
-    const int32_t ya = std::max(y0, 0), yb = std::min(y0 + 1, Hi - 1);
-    const int32_t xa = std::max(x0, 0), xb = std::min(x0 + 1, Wi - 1);
-    const opmath_t scale = kFoldMask ? m : one;
+    const opmath_t y = base_y[i] + static_cast<opmath_t>(off_y[i]);
+    const opmath_t x = base_x[i] + static_cast<opmath_t>(off_x[i]);
+    const opmath_t m = mask != nullptr ? static_cast<opmath_t>(mask[i]) : opmath_t(1);  // loop-invariant test
+    const ClampedBilinear<opmath_t, int32_t> c = clamped_bilinear<opmath_t, int32_t>(x, y, H, W);
+    const opmath_t scale = kFoldMask ? m : opmath_t(1);
     tb.mask[i] = m;
-    tb.index[0][i] = ya * Wi + xa;
-    tb.index[1][i] = ya * Wi + xb;
-    tb.index[2][i] = yb * Wi + xa;
-    tb.index[3][i] = yb * Wi + xb;
-    tb.weight[0][i] = hy * hx * scale * (r0 * c0);
-    tb.weight[1][i] = hy * lx * scale * (r0 * c1);
-    tb.weight[2][i] = ly * hx * scale * (r1 * c0);
-    tb.weight[3][i] = ly * lx * scale * (r1 * c1);
-    if (kDerivatives) {
-      tb.d_dx[0][i] = -hy * (r0 * c0);
-      tb.d_dx[1][i] = hy * (r0 * c1);
-      tb.d_dx[2][i] = -ly * (r1 * c0);
-      tb.d_dx[3][i] = ly * (r1 * c1);
-      tb.d_dy[0][i] = -hx * (r0 * c0);
-      tb.d_dy[1][i] = -lx * (r0 * c1);
-      tb.d_dy[2][i] = hx * (r1 * c0);
-      tb.d_dy[3][i] = lx * (r1 * c1);
+    for (int t = 0; t < 4; ++t) {
+      tb.index[t][i] = c.index[t];
+      tb.weight[t][i] = c.weight[t] * scale;
+      if (kDerivatives) {
+        tb.d_dx[t][i] = c.d_dx[t];
+        tb.d_dy[t][i] = c.d_dy[t];
+      }
     }
   }
 }

@@ -62,12 +62,12 @@ __global__ void scatter_input_kernel(const scalar_t* __restrict__ offset, const 
     const int64_t i = idx % len, row = idx / len, k = row % s.K(), c = row / s.K();
     const int64_t g = c / s.channels_per_offset_group(), p = p0 + i;
     const auto taps = sample_taps<opmath_t>(s, offset, n, g, k, p);
-    if (!taps.inside) continue;
     const opmath_t gm = static_cast<opmath_t>(gcols[idx]) * mask_at(mask, s, n, g, k, p);
     opmath_t* plane = grad_input + (n * s.Cin + c) * s.H * s.W;
 #pragma unroll
     for (int t = 0; t < 4; ++t) {
-      if (taps.valid[t]) gpuAtomicAdd(plane + taps.offset[t], gm * taps.weight[t]);
+      // a corner in the padding has weight 0: skip its atomic
+      if (taps.weight[t] != opmath_t(0)) gpuAtomicAdd(plane + taps.index[t], gm * taps.weight[t]);
     }
   }
 }
@@ -82,24 +82,21 @@ __global__ void offset_mask_kernel(const scalar_t* __restrict__ input, const sca
     const int64_t i = idx % len, gk = idx / len, k = gk % s.K(), g = gk / s.K(), p = p0 + i;
     const auto taps = sample_taps<opmath_t>(s, offset, n, g, k, p);
     opmath_t d_mask = 0, d_x = 0, d_y = 0;
-    if (taps.inside) {
-      const int64_t cpg = s.channels_per_offset_group();
-      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-        const scalar_t* plane = input + (n * s.Cin + c) * s.H * s.W;
-        const opmath_t gc = static_cast<opmath_t>(gcols[(c * s.K() + k) * len + i]);
-        opmath_t value = 0, dx = 0, dy = 0;
+    const int64_t cpg = s.channels_per_offset_group();
+    for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+      const scalar_t* plane = input + (n * s.Cin + c) * s.H * s.W;
+      const opmath_t gc = static_cast<opmath_t>(gcols[(c * s.K() + k) * len + i]);
+      opmath_t value = 0, dx = 0, dy = 0;
 #pragma unroll
-        for (int t = 0; t < 4; ++t) {
-          if (!taps.valid[t]) continue;
-          const opmath_t v = static_cast<opmath_t>(plane[taps.offset[t]]);
-          value += taps.weight[t] * v;
-          dx += taps.dweight_dx[t] * v;
-          dy += taps.dweight_dy[t] * v;
-        }
-        d_mask += gc * value;
-        d_x += gc * dx;
-        d_y += gc * dy;
+      for (int t = 0; t < 4; ++t) {  // corners in the padding have weight and derivatives 0
+        const opmath_t v = static_cast<opmath_t>(plane[taps.index[t]]);
+        value += taps.weight[t] * v;
+        dx += taps.d_dx[t] * v;
+        dy += taps.d_dy[t] * v;
       }
+      d_mask += gc * value;
+      d_x += gc * dx;
+      d_y += gc * dy;
     }
     const opmath_t m = mask_at(mask, s, n, g, k, p);
     const int64_t channel = (n * s.offset_groups + g) * s.K() + k;

@@ -90,3 +90,46 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE ZeroPadBilinear<opmath_t> zero_pad_bilinear(
 }
 
 }  // namespace deblurlayers
+
+namespace deblurlayers {
+
+// The same zero-padded bilinear sample, branch-free, for kernels that gather whole channel runs per
+// corner (the DCN kernels, CPU and CUDA alike). Every corner gets a valid pixel index: a corner in
+// the zero padding, and every corner of a sample that touches no pixel (x <= -1, x >= W, y <= -1,
+// y >= H, or NaN), is clamped into the map and given weight 0 and derivatives 0. A loop over the
+// four corners then needs no test, and on the CPU the computation vectorises across samples
+// (compiled with -fno-trapping-math).
+//
+// Corner t is pixel (y0 + t / 2, x0 + t % 2); `weight`, `d_dx`, `d_dy` as in ZeroPadBilinear.
+template <typename opmath_t, typename index_t>
+struct ClampedBilinear {
+  index_t index[4];  // y * W + x, always inside the map
+  opmath_t weight[4];
+  opmath_t d_dx[4];
+  opmath_t d_dy[4];
+};
+
+template <typename opmath_t, typename index_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE ClampedBilinear<opmath_t, index_t> clamped_bilinear(
+    opmath_t x, opmath_t y, index_t H, index_t W) {
+  const opmath_t one = 1, zero = 0, Hf = static_cast<opmath_t>(H), Wf = static_cast<opmath_t>(W);
+  const opmath_t inside = (y > -one && x > -one && y < Hf && x < Wf) ? one : zero;
+  y = inside != zero ? y : zero;
+  x = inside != zero ? x : zero;
+  // floor() by truncation, valid because y, x > -1.
+  const index_t y0 = static_cast<index_t>(y + one) - 1, x0 = static_cast<index_t>(x + one) - 1;
+  const opmath_t fy = static_cast<opmath_t>(y0), fx = static_cast<opmath_t>(x0);
+  const opmath_t ly = y - fy, lx = x - fx, hy = one - ly, hx = one - lx;
+  // Whether the corner rows / columns lie in the map (1) or in the zero padding (0).
+  const opmath_t r0 = fy >= zero ? inside : zero, r1 = fy + one < Hf ? inside : zero;
+  const opmath_t c0 = fx >= zero ? one : zero, c1 = fx + one < Wf ? one : zero;
+  const index_t ya = y0 > 0 ? y0 : 0, yb = y0 + 1 < H - 1 ? y0 + 1 : H - 1;
+  const index_t xa = x0 > 0 ? x0 : 0, xb = x0 + 1 < W - 1 ? x0 + 1 : W - 1;
+  const opmath_t v00 = r0 * c0, v01 = r0 * c1, v10 = r1 * c0, v11 = r1 * c1;
+  return {{ya * W + xa, ya * W + xb, yb * W + xa, yb * W + xb},
+          {hy * hx * v00, hy * lx * v01, ly * hx * v10, ly * lx * v11},
+          {-hy * v00, hy * v01, -ly * v10, ly * v11},
+          {-hx * v00, -lx * v01, hx * v10, lx * v11}};
+}
+
+}  // namespace deblurlayers
