@@ -7,7 +7,9 @@ DCNv2Pack shape. Offsets are Gaussian with sigma 2 px, masks uniform in [0, 1].
 Peers:
   native     -- deblurlayers.ops.deform_conv2d (C++ kernel)
   reference  -- deform_conv2d_reference: every tap sampled with one grid_sample, then one GEMM
-                (the fastest plain-PyTorch formulation we know)
+                (the library's oracle: any stride, dilation and weight groups)
+  grouped    -- grouped_sample_gemm: the same algorithm written for this setup only, without any
+                copy between grid_sample and the GEMM (the fastest plain-PyTorch peer we could write)
   torchvision.ops.deform_conv2d, if torchvision is installed (it is not a dependency)
 For scale: a plain 3x3 conv2d of the same size, and the GEMM alone ((64 x 576) @ (576 x H*W)),
 i.e. the machine's matmul rate on this problem.
@@ -32,8 +34,33 @@ from deblurlayers.ops import deform_conv2d, deform_conv2d_reference
 CHANNELS, GROUPS, K = 64, 8, 3
 
 
+def grouped_sample_gemm(input, offset, weight, bias, padding=1, mask=None):
+    """The fastest plain-PyTorch formulation we could write for this setup (stride 1, dilation 1,
+    one weight group): one grid_sample of the (N*OG, Cin/OG, H, W) input at every tap, the mask
+    product in place of a copy, and the (OG, C, K) column order left as it is, since it already
+    is the weight's (Cin, KH*KW) order, so one GEMM without any permutation; autograd backward."""
+    n, cin, h, w = input.shape
+    cout, _, kh, kw = weight.shape
+    taps = kh * kw
+    og = offset.shape[1] // (2 * taps)
+    ho, wo = offset.shape[-2:]
+    ky, kx = torch.meshgrid(torch.arange(kh), torch.arange(kw), indexing="ij")
+    base_y = (torch.arange(ho).view(1, -1, 1) - padding + ky.reshape(-1, 1, 1)).to(input.dtype)
+    base_x = (torch.arange(wo).view(1, 1, -1) - padding + kx.reshape(-1, 1, 1)).to(input.dtype)
+    delta = offset.view(n, og, taps, 2, ho, wo)
+    grid = torch.stack(((2 * (base_x + delta[:, :, :, 1]) + 1) / w - 1,
+                        (2 * (base_y + delta[:, :, :, 0]) + 1) / h - 1), dim=-1)
+    sampled = F.grid_sample(input.view(n * og, cin // og, h, w), grid.view(n * og, taps * ho, wo, 2),
+                            mode="bilinear", padding_mode="zeros", align_corners=False)
+    sampled = sampled.view(n, og, cin // og, taps, ho * wo)
+    if mask is not None:
+        sampled = sampled * mask.view(n, og, 1, taps, ho * wo)
+    out = torch.matmul(weight.view(cout, cin * taps), sampled.view(n, cin * taps, ho * wo))
+    return (out + bias.view(1, -1, 1)).view(n, cout, ho, wo)
+
+
 def _peers():
-    peers = {"native": deform_conv2d, "reference": deform_conv2d_reference}
+    peers = {"native": deform_conv2d, "reference": deform_conv2d_reference, "grouped": grouped_sample_gemm}
     try:
         import torchvision.ops
 
@@ -136,10 +163,13 @@ def main(argv=None):
             fwd, bwd = times[name]
             print(f"| {name} | {fwd:.1f} | {gflop / fwd * 1e3:.0f} | {bwd:.1f} | {memory[name][0]:.0f} | "
                   f"{memory[name][1]:.0f} |")
-        nat, ref = times["native"], times["reference"]
-        print(f"\nnative vs reference: forward {ref[0] / nat[0]:.2f}x faster, backward {ref[1] / nat[1]:.2f}x "
-              f"faster; extra memory {memory['reference'][0] / max(memory['native'][0], 1e-9):.1f}x less (fwd), "
-              f"{memory['reference'][1] / max(memory['native'][1], 1e-9):.1f}x less (fwd+bwd)")
+        nat = times["native"]
+        for i, what in enumerate(("forward", "backward")):
+            peer = min((n for n in PEERS if n != "native"), key=lambda n: times[n][i])
+            print(f"native vs the fastest peer ({peer}), {what}: {times[peer][i] / nat[i]:.2f}x faster")
+        peer = min((n for n in PEERS if n != "native"), key=lambda n: memory[n][1])
+        print(f"extra memory vs the leanest peer ({peer}): {memory[peer][0] / max(memory['native'][0], 1e-9):.1f}x "
+              f"less (fwd), {memory[peer][1] / max(memory['native'][1], 1e-9):.1f}x less (fwd+bwd)")
         print(f"native forward at {times['gemm'][0] / nat[0]:.2f} of the matmul rate, "
               f"{times['conv2d'][0] / nat[0]:.2f} of conv2d's speed")
     if args.json:
