@@ -208,6 +208,12 @@ def _gradient_branch():
     return SFTGradientBranch(), (torch.rand(1, 3, 256, 256), feats)
 
 
+def _raft():
+    from deblurlayers.models import RAFT
+
+    return RAFT().eval(), (torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128), 20)
+
+
 ROWS: List[Row] = [
     Row("ops.haar_dwt2d", "1x64x360x640", _haar_dwt),
     Row("ops.haar_idwt2d", "1x64x180x320 (+3C highs)", _haar_idwt),
@@ -234,6 +240,7 @@ ROWS: List[Row] = [
     Row("layers.PyramidDeformableAlign (ERDN PCD)", "4 levels from 1x64x128x128", _pyramid_align),
     Row("layers.GradientMap", "1x3x256x256", _gradient_map, native=False),
     Row("layers.SFTGradientBranch", "1x3x256x256 + encoder features", _gradient_branch, native=False),
+    Row("models.RAFT (20 iterations)", "2 x 1x3x128x128 (BSSTNet: a 256² tile at x0.5)", _raft, native=False),
 ]
 
 

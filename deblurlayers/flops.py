@@ -228,8 +228,10 @@ def count_flops(module_or_fn: Callable, *inputs: Any, backward: bool = False, **
 
 
 def _named_tensors(module: torch.nn.Module):
-    yield from module.named_parameters(remove_duplicate=False)
-    yield from module.named_buffers(remove_duplicate=False)
+    # one name per tensor: functional_call ties the other names of a shared one (RAFT's norm3 is
+    # also its downsample.1) and refuses two values for them
+    yield from module.named_parameters()
+    yield from module.named_buffers()
 
 
 def _to_meta(x: Any) -> Any:

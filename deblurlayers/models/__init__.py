@@ -8,6 +8,8 @@ released checkpoints:
 - :mod:`.erdn`: ``ERDN`` (``"erdn"``: two stages, 5 frames; ``"erdn_single"``: one stage, 3 frames)
 - :mod:`.fstanet`: ``FSTANet`` (``"fstanet"``, derived: the paper released no code)
 
+- :mod:`.flow`: ``RAFT`` (BSSTNet's flow estimator; not a registered model)
+
 ``get_model(name, **kwargs)`` builds by name; ``load_official(model, checkpoint)`` loads a released
 checkpoint of the official code.
 """
@@ -15,9 +17,10 @@ from ._checkpoint import OfficialLoadResult, load_official
 from ._registry import get_model, list_models, register_model
 from .dstnet import DSTNet, dstnet_loss
 from .erdn import ERDN, ERDNOutput, ERDNStage, erdn_loss, erdn_stage_loss
+from .flow import RAFT
 from .fstanet import FSTANet
 from .stdanet import STDANet, STDANetStack, stdanet_loss, stdanet_stack_loss, stdanet_warp_loss
 
 __all__ = ["list_models", "get_model", "register_model", "load_official", "OfficialLoadResult", "STDANet",
            "STDANetStack", "DSTNet", "FSTANet", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss",
-           "dstnet_loss", "ERDN", "ERDNStage", "ERDNOutput", "erdn_loss", "erdn_stage_loss"]
+           "dstnet_loss", "ERDN", "ERDNStage", "ERDNOutput", "erdn_loss", "erdn_stage_loss", "RAFT"]
