@@ -16,8 +16,10 @@ from helpers import count_parameters
 # A literal implementation of the intended semantics: Python loops, lists of positions, no padding
 # tricks. Independent of the layer's gathers, masks and permutations.
 # ------------------------------------------------------------------------------------------------
-def literal_attention(att, x, levels, *, parity, theta, kq, kkv, group):
-    """SparseWindowAttention on normalised tokens ``x`` (B, T, h, w, C); ``levels`` (B, T, nh, nw)."""
+def literal_attention(att, x, levels, *, parity, theta, kq, kkv, group, outside="zeros"):
+    """SparseWindowAttention on normalised tokens ``x`` (B, T, h, w, C); ``levels`` (B, T, nh, nw).
+    ``outside="zeros"``: region positions outside the image are zero key/value vectors (official);
+    ``"masked"``: they are not keys at all."""
     b_size, frames, h, w, c = x.shape
     (wh, ww), (eh, ew), (ph, pw) = att.window_size, att.expand_size, att.pool_size
     heads, d = att.num_heads, c // att.num_heads
@@ -40,7 +42,9 @@ def literal_attention(att, x, levels, *, parity, theta, kq, kkv, group):
             for j in range(nw):
                 own = [(y, z) for y in range(i * wh, min((i + 1) * wh, h)) for z in range(j * ww, min((j + 1) * ww, w))]
                 region = [(y, z) for y in range(i * wh - eh, (i + 1) * wh + eh) for z in range(j * ww - ew, (j + 1) * ww + ew)
-                          if 0 <= y < h and 0 <= z < w]
+                          if outside == "zeros" or (0 <= y < h and 0 <= z < w)]
+                zero = torch.zeros(c, dtype=x.dtype)
+                at = lambda a, t, y, z: a[b, t, y, z] if 0 <= y < h and 0 <= z < w else zero  # noqa: E731
                 cand = [t for t in range(frames) if parity is None or t % 2 == parity]
                 level = {t: float(levels[b, t, i, j]) for t in cand}
                 active = bool(cand) and (theta is None or any(level[t] > theta for t in cand))
@@ -49,9 +53,9 @@ def literal_attention(att, x, levels, *, parity, theta, kq, kkv, group):
                     query_frames = sorted(cand, key=lambda t: (-level[t], t))[:kq]
                     kv_frames = sorted(cand, key=lambda t: (level[t], t))[:kkv]
                     queries = torch.stack([q[b, t, y, z] for t in query_frames for (y, z) in own])
-                    keys = torch.stack([k[b, t, y, z] for t in kv_frames for (y, z) in region]
+                    keys = torch.stack([at(k, t, y, z) for t in kv_frames for (y, z) in region]
                                        + [pooled_k[b, t, y, z] for t in kv_frames for (y, z) in cells])
-                    values = torch.stack([v[b, t, y, z] for t in kv_frames for (y, z) in region]
+                    values = torch.stack([at(v, t, y, z) for t in kv_frames for (y, z) in region]
                                          + [pooled_v[b, t, y, z] for t in kv_frames for (y, z) in cells])
                     result = attend(queries, keys, values)
                     for n, (t, (y, z)) in enumerate([(t, p) for t in query_frames for p in own]):
@@ -87,9 +91,10 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("outside", ["zeros", "masked"])
 @pytest.mark.parametrize("b,t,h,w,kwargs", CASES)
-def test_attention_matches_literal_oracle(b, t, h, w, kwargs):
-    layer = make_layer(**kwargs)
+def test_attention_matches_literal_oracle(b, t, h, w, kwargs, outside):
+    layer = make_layer(outside_tokens=outside, **kwargs)
     x = torch.randn(b, t, h, w, 16, dtype=torch.float64)
     blur = torch.rand(b, t, 1, h, w, dtype=torch.float64)
     levels = window_blur_levels(blur, layer.attention.window_size)
@@ -99,8 +104,25 @@ def test_attention_matches_literal_oracle(b, t, h, w, kwargs):
     group = kwargs.get("group_frames") or max(1, t // 4)
     got = layer.attention(x, layer.select(blur), layer.group_frames)
     want = literal_attention(layer.attention, x, levels, parity=kwargs["parity"], theta=kwargs["theta"],
-                             kq=kq, kkv=kkv, group=group)
+                             kq=kq, kkv=kkv, group=group, outside=outside)
     torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+
+
+def test_outside_tokens_change_only_the_border_windows():
+    """A 32x32 token grid with 8x8 windows and 4-token enlargement (BSSTNet's 256² tile): the
+    regions of the 12 border windows reach outside the image, those of the 4 inner ones do not."""
+    t = 4
+    zeros = make_layer(dim=16, window=8, pool=4, theta=None, parity=None, num_query_frames=t, num_kv_frames=t)
+    masked = make_layer(dim=16, window=8, pool=4, theta=None, parity=None, num_query_frames=t, num_kv_frames=t,
+                        outside_tokens="masked")
+    assert zeros.attention.outside_tokens == "zeros"  # the official behaviour is the default
+    x = torch.randn(1, t, 32, 32, 16, dtype=torch.float64)
+    blur = torch.rand(1, t, 1, 32, 32, dtype=torch.float64)
+    a, b = zeros.attention(x, zeros.select(blur)), masked.attention(x, masked.select(blur))
+    differs = (a - b).abs().amax(dim=(0, 1, 4)).view(4, 8, 4, 8).amax(dim=(1, 3))  # per window
+    border = torch.ones(4, 4, dtype=torch.bool)
+    border[1:3, 1:3] = False
+    assert (differs[~border] == 0).all() and (differs[border] > 1e-6).all()
 
 
 def test_everything_selected_is_dense_window_attention():

@@ -9,8 +9,8 @@ with these differences (see ``docs/layers/bsst.md``):
 - the temporal selection is the *intended* one in every layer (the official code zeroes an alias of
   the window blur levels in place, so layers 2-4 select frames by sort tie order, not by blur);
 - any batch size, token grid (padded to the window grid) and T; ``Kq``, ``Kkv`` are arguments;
-- key/value tokens outside the image are masked out of the softmax instead of entering it as zero
-  vectors;
+- key/value tokens outside the image enter the sparse attention's softmax as zero vectors, as in the
+  official code (the released weights were trained so); ``outside_tokens="masked"`` leaves them out;
 - static shapes (``sort``/``gather``, no ``nonzero``), so no host sync and ``torch.compile`` works;
 - attention through ``scaled_dot_product_attention``: the attention matrix is never materialised.
 """
@@ -33,6 +33,7 @@ __all__ = [
 
 IntPair = Union[int, Tuple[int, int]]
 WINDOW_POOLS = ("avg", "max")
+OUTSIDE_TOKENS = ("zeros", "masked")
 
 
 def _grid_size(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int],
@@ -287,16 +288,24 @@ class SparseWindowAttention(nn.Module):
     Every other (window, frame) pair: the remaining frames of the window in ascending order, in
     consecutive groups of ``group_frames``, attend within their group to the window's own tokens.
 
+    ``outside_tokens``: the enlarged regions of the border windows reach outside the image. With
+    ``"zeros"`` (default, official) those positions are zero key and value vectors that take part
+    in the softmax (logit 0, value 0); with ``"masked"`` they are left out of it. Positions the
+    token grid is padded with (to whole windows; the official code has none) count as outside.
+
     Shape:
         - x: ``(B, T, h, w, dim)`` (normalised tokens); ``selection``: ``FrameSelection``
         - Output: ``(B, T, h, w, dim)``
     """
 
     def __init__(self, dim: int = 512, num_heads: int = 4, window_size: IntPair = 8, pool_size: IntPair = 4,
-                 expand_size: Optional[IntPair] = None) -> None:
+                 expand_size: Optional[IntPair] = None, outside_tokens: str = "zeros") -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim: expected a multiple of num_heads={num_heads}, got {dim}")
+        if outside_tokens not in OUTSIDE_TOKENS:
+            raise ValueError(f"outside_tokens: expected one of {OUTSIDE_TOKENS}, got {outside_tokens!r}")
+        self.outside_tokens = outside_tokens
         self.dim, self.num_heads = dim, num_heads
         self.window_size = to_pair(window_size, "window_size", minimum=1)
         self.pool_size = to_pair(pool_size, "pool_size", minimum=1)
@@ -313,8 +322,10 @@ class SparseWindowAttention(nn.Module):
         b, t, h, w = dims["B"], dims["T"], dims["h"], dims["w"]
         (wh, ww), (nh, nw) = self.window_size, self.grid(h, w)
         group = max(1, t // 4) if group_frames is None else group_frames
-        x = F.pad(x, (0, 0, 0, nw * ww - w, 0, nh * wh - h))
-        q, k, v = self.query(x), self.key(x), self.value(x)
+        pad = (0, 0, 0, nw * ww - w, 0, nh * wh - h)
+        # projected, then padded: positions outside the image are zero vectors, not the biases
+        q, k, v = (F.pad(projection(x), pad) for projection in (self.query, self.key, self.value))
+        x = F.pad(x, pad)
         windows = "b t (nh wh) (nw ww) c -> b (nh nw) t (wh ww) c"
         q_win, k_win, v_win = (rearrange(a, windows, wh=wh, ww=ww) for a in (q, k, v))
 
@@ -372,13 +383,19 @@ class SparseWindowAttention(nn.Module):
         keys = torch.cat((region_keys, pooled_keys), dim=3)
         values = torch.cat((region_values, pooled_values), dim=3)
 
-        valid = torch.cat((self._region_valid(*size, (eh, ew), x.device),
-                           self._pooled_valid(*size, x.shape[2:4], x.device).expand(n, -1)), dim=1)
-        mask = valid[None, :, None].expand(b, -1, kv_frames.shape[-1], -1)
+        attn_mask = None
+        padded_grid = size[0] % wh or size[1] % ww
+        if self.outside_tokens == "masked" or padded_grid:
+            region_valid = self._region_valid(*size, (eh, ew), x.device)
+            if self.outside_tokens == "zeros":
+                region_valid = torch.ones_like(region_valid)
+            # pooled cells wholly in the grid padding exist only here: always left out
+            valid = torch.cat((region_valid, self._pooled_valid(*size, x.shape[2:4], x.device).expand(n, -1)), dim=1)
+            mask = valid[None, :, None].expand(b, -1, kv_frames.shape[-1], -1)
+            attn_mask = rearrange(mask, "b n f l -> (b n) 1 1 (f l)")
         heads = "b n f p (m d) -> (b n) m (f p) d"
         out = F.scaled_dot_product_attention(
-            *(rearrange(a, heads, m=self.num_heads) for a in (queries, keys, values)),
-            attn_mask=rearrange(mask, "b n f l -> (b n) 1 1 (f l)"))
+            *(rearrange(a, heads, m=self.num_heads) for a in (queries, keys, values)), attn_mask=attn_mask)
         return rearrange(out, "(b n) m (f p) d -> b n f p (m d)", b=b, p=wh * ww)
 
     def _grouped_attention(self, q_win, k_win, v_win, order, remaining, possible, group, size) -> torch.Tensor:
@@ -443,7 +460,7 @@ class SparseWindowAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, " \
-               f"expand_size={self.expand_size}, pool_size={self.pool_size}"
+               f"expand_size={self.expand_size}, pool_size={self.pool_size}, outside_tokens={self.outside_tokens!r}"
 
 
 def _take_frames(a: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
@@ -477,6 +494,8 @@ class BlurAwareSparseAttention(nn.Module):
         num_query_frames, num_kv_frames: Kq, Kkv (default ``max(1, T // 4)``, official).
         group_frames: frames per group of the standard attention (default ``max(1, T // 4)``).
         window_pool: ``"avg"`` (official) or ``"max"`` (paper) window blur level.
+        outside_tokens: ``"zeros"`` (official) or ``"masked"``: how the sparse attention treats the
+            region positions outside the image (see :class:`SparseWindowAttention`).
 
     Shape:
         - tokens: ``(B, T, h, w, dim)``
@@ -495,7 +514,7 @@ class BlurAwareSparseAttention(nn.Module):
                  fold_stride: IntPair = 2, fold_padding: IntPair = 2, theta: Optional[float] = 0.3,
                  parity: Optional[int] = 0, num_query_frames: Optional[int] = None,
                  num_kv_frames: Optional[int] = None, group_frames: Optional[int] = None,
-                 window_pool: str = "avg", init_std: float = 0.01) -> None:
+                 window_pool: str = "avg", init_std: float = 0.01, outside_tokens: str = "zeros") -> None:
         super().__init__()
         if parity not in (None, 0, 1):
             raise ValueError(f"parity: expected 0, 1 or None, got {parity!r}")
@@ -507,7 +526,7 @@ class BlurAwareSparseAttention(nn.Module):
                 raise ValueError(f"{name}: expected a positive int or None, got {value!r}")
         self.theta, self.parity, self.window_pool = theta, parity, window_pool
         self.num_query_frames, self.num_kv_frames, self.group_frames = num_query_frames, num_kv_frames, group_frames
-        self.attention = SparseWindowAttention(dim, num_heads, window_size, pool_size, expand_size)
+        self.attention = SparseWindowAttention(dim, num_heads, window_size, pool_size, expand_size, outside_tokens)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = FusionFeedForward(dim, hidden_dim, fold_kernel, fold_stride, fold_padding)
