@@ -41,6 +41,8 @@ import torch
 from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from .utils.meta import tensors_on_meta
+
 __all__ = ["count_flops", "FlopCount", "EXTRA_ATEN_FORMULAS"]
 
 aten = torch.ops.aten
@@ -189,7 +191,8 @@ def count_flops(module_or_fn: Callable, *inputs: Any, backward: bool = False, **
 
     Nothing is computed or allocated: parameters, buffers and tensor inputs
     are replaced by meta tensors of the same shape and dtype, so video-sized
-    inputs cost nothing. The module itself is not modified.
+    inputs cost nothing. The module's own tensors are swapped back afterwards
+    (so do not call it concurrently with another use of the same module).
 
     Args:
         module_or_fn: an ``nn.Module`` or a function of tensors.
@@ -206,10 +209,9 @@ def count_flops(module_or_fn: Callable, *inputs: Any, backward: bool = False, **
     """
     meta_inputs, meta_kwargs = tree_map(_to_meta, (inputs, kwargs))
     if isinstance(module_or_fn, torch.nn.Module):
-        state = {name: _to_meta(t) for name, t in _named_tensors(module_or_fn)}
-
         def call():
-            return torch.func.functional_call(module_or_fn, state, meta_inputs, meta_kwargs)
+            with tensors_on_meta(module_or_fn):
+                return module_or_fn(*meta_inputs, **meta_kwargs)
     else:
         def call():
             return module_or_fn(*meta_inputs, **meta_kwargs)
@@ -225,13 +227,6 @@ def count_flops(module_or_fn: Callable, *inputs: Any, backward: bool = False, **
     # A module without any counted op (e.g. only elementwise work) has no "Global" entry.
     by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     return FlopCount(int(counter.get_total_flops()), by_op)
-
-
-def _named_tensors(module: torch.nn.Module):
-    # one name per tensor: functional_call ties the other names of a shared one (RAFT's norm3 is
-    # also its downsample.1) and refuses two values for them
-    yield from module.named_parameters()
-    yield from module.named_buffers()
 
 
 def _to_meta(x: Any) -> Any:

@@ -127,10 +127,19 @@ def test_bad_inputs_and_empty_batch():
     with pytest.raises(TypeError, match=r"image1: expected a floating-point tensor"):
         model(a.long(), b.long())
     assert model(torch.rand(0, 3, 20, 30), torch.rand(0, 3, 20, 30), iters=2).shape == (0, 2, 20, 30)
+    # the shape-only meta run behind the empty batch gives every tensor back, the shared norm's too
+    assert all(t.device.type == "cpu" for t in model.state_dict(keep_vars=True).values())
 
 
 def test_flops_on_the_meta_device_with_the_shared_norm():
     from deblurlayers.flops import count_flops
 
     a, b = images()
-    assert count_flops(RAFT().eval(), a, b, 2).macs > 0
+    model = RAFT().eval()
+    before = {name: t for name, t in model.state_dict(keep_vars=True).items()}
+    assert count_flops(model, a, b, 2).macs > 0
+    # every name, the shared norm's two included, holds its own tensor again
+    after = model.state_dict(keep_vars=True)
+    assert all(after[name] is tensor for name, tensor in before.items())
+    with torch.no_grad():
+        assert torch.isfinite(model(a, b, iters=1)).all()

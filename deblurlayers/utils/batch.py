@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
+from .meta import tensors_on_meta
+
 __all__ = ["empty_batch"]
 
 
@@ -28,8 +30,8 @@ def empty_batch(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         shape = (1, *value.shape[1:]) if value.dim() and value.shape[0] == 0 else value.shape
         return torch.empty(shape, dtype=value.dtype, device="meta")
 
-    state = {name: one_on_meta(t) for name, t in (*module.named_parameters(), *module.named_buffers())}
-    outputs = torch.func.functional_call(module, state, tree_map(one_on_meta, args), tree_map(one_on_meta, kwargs))
+    with tensors_on_meta(module):
+        outputs = module(*tree_map(one_on_meta, args), **tree_map(one_on_meta, kwargs))
     sources = [t for t in (*tensors, *module.parameters()) if t.requires_grad]
     anchor = sum(t.sum() for t in sources) * 0 if sources else None
 
