@@ -6,17 +6,19 @@
 // channels, and the bilinear coefficients (the scalar part) are computed once
 // per (pixel, tap, offset group) instead of once per channel.
 //
-// Output pixels are processed in chunks whose column matrix stays below ~4M
-// elements (chunk_pixels), so memory does not grow with the image. The
-// columns are stored transposed, cols[wg][pixel][tap][channel of wg], and the
-// weight is permuted to (Cout, KH, KW, Cin/groups) to match; per chunk, one
-// GEMM per weight group (multithreaded by ATen) gives the output, bias folded in.
+// Output pixels are processed in tiles whose columns fit a thread's L2 cache
+// (tile_pixels), so memory does not grow with the image. The columns are
+// stored transposed, cols[wg][pixel][tap][channel of wg], and the weight is
+// permuted to (Cout, KH, KW, Cin/groups) to match; per tile, one GEMM per
+// weight group gives the output, bias folded in, while the columns are cached.
 //
-// Backward, per chunk: the columns are rebuilt; grad_weight += grad_out @ cols
-// and grad_cols = grad_outᵀ @ weight are GEMMs; grad_cols is scattered into a
-// channels-last grad_input by tasks that own disjoint channel ranges, and
-// reduced into grad_offset / grad_mask by tasks that own disjoint pixel
-// blocks. No atomics: the result is deterministic.
+// Backward: workers take contiguous runs of tiles. Per tile the columns are
+// rebuilt; grad_weight += grad_out @ cols and grad_cols = grad_outᵀ @ weight are
+// GEMMs; while grad_cols is still in cache one pass per (offset group, tap,
+// block of pixels) reduces it into grad_offset / grad_mask (tiles own disjoint
+// pixels) and scatters it into the worker's own channels-last grad_input
+// accumulator, summed in worker order at the end. No atomics: the result is
+// deterministic for a given thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -37,7 +39,7 @@ template <typename scalar_t>
 using opmath = at::opmath_type<scalar_t>;
 
 constexpr int64_t kBlock = 64;     // output pixels whose coefficients are computed together
-constexpr int64_t kChannels = 16;  // input channels per grad_input task
+constexpr int64_t kAccumulatorBytes = int64_t(1) << 30;  // all backward workers' grad_input accumulators
 constexpr int64_t kTileBytes = int64_t(1) << 19;  // forward column tile, per thread
 
 template <typename scalar_t>
@@ -171,44 +173,19 @@ void fill_columns(const Inputs<scalar_t>& in, const Chunk& ch, const Columns<sca
   });
 }
 
-// grad_input of the channels [c_begin, c_end), all in offset group g.
+// For one block of pixels and every offset group and tap, from the column gradients: grad_offset
+// and grad_mask (dot products of the column gradient with the four corners, then the bilinear
+// derivatives), and the scatter of the column gradient into a channels-last grad_input
+// accumulator. One set of coefficients serves both.
 template <typename scalar_t>
-DEBLURLAYERS_CPU_CLONES void scatter_input_task(int64_t g, int64_t c_begin, int64_t c_end,
-                                                const Inputs<scalar_t>& in, const Chunk& ch,
-                                                const Columns<const scalar_t>& gcols,
-                                                opmath<scalar_t>* grad_input) {
-  using opmath_t = opmath<scalar_t>;
-  const Shape& s = in.s;
-  const int64_t cin_g = s.Cin / s.groups;
-  opmath_t* sample = grad_input + ch.n * s.H * s.W * s.Cin;
-  TapBlock<opmath_t> tb;
-  for (int64_t block = 0; block < ch.blocks(); ++block) {
-    for (int64_t k = 0; k < s.K(); ++k) {
-      prepare_block</*kDerivatives=*/false, /*kFoldMask=*/true>(in, ch, g, k, block, tb);
-      for_each_run(s, c_begin, c_end, [&](int64_t c0, int64_t c1, int64_t wg) {
-        const int64_t n = c1 - c0;
-        for (int64_t i = 0; i < tb.count; ++i) {
-          const scalar_t* __restrict gc = gcols.at(wg, tb.first - ch.p0 + i, k, c0 - wg * cin_g);
-          for (int t = 0; t < 4; ++t) {
-            opmath_t* __restrict dst = sample + tb.index[t][i] * s.Cin + c0;
-            const opmath_t w = tb.weight[t][i];
-            for (int64_t j = 0; j < n; ++j) dst[j] += w * static_cast<opmath_t>(gc[j]);
-          }
-        }
-      });
-    }
-  }
-}
-
-// grad_offset and grad_mask of every offset group and tap for one block of pixels.
-template <typename scalar_t>
-DEBLURLAYERS_CPU_CLONES void offset_mask_block(int64_t block, const Inputs<scalar_t>& in, const Chunk& ch,
-                                               const Columns<const scalar_t>& gcols, scalar_t* grad_offset,
-                                               scalar_t* grad_mask) {
+DEBLURLAYERS_CPU_CLONES void input_offset_mask_block(int64_t block, const Inputs<scalar_t>& in, const Chunk& ch,
+                                                     const Columns<const scalar_t>& gcols, scalar_t* grad_offset,
+                                                     scalar_t* grad_mask, opmath<scalar_t>* grad_input) {
   using opmath_t = opmath<scalar_t>;
   const Shape& s = in.s;
   const int64_t cpg = s.channels_per_offset_group(), cin_g = s.Cin / s.groups;
   const scalar_t* sample = in.input + ch.n * s.H * s.W * s.Cin;
+  opmath_t* grad_sample = grad_input + ch.n * s.H * s.W * s.Cin;
   TapBlock<opmath_t> tb;
   for (int64_t g = 0; g < s.offset_groups; ++g) {
     for (int64_t k = 0; k < s.K(); ++k) {
@@ -220,9 +197,16 @@ DEBLURLAYERS_CPU_CLONES void offset_mask_block(int64_t block, const Inputs<scala
         for (int64_t i = 0; i < tb.count; ++i) {
           const scalar_t* __restrict gc = gcols.at(wg, tb.first - ch.p0 + i, k, c0 - wg * cin_g);
           for (int t = 0; t < 4; ++t) {
-            const scalar_t* __restrict v = sample + tb.index[t][i] * s.Cin + c0;
+            const int64_t offset = tb.index[t][i] * s.Cin + c0;
+            const scalar_t* __restrict v = sample + offset;
+            opmath_t* __restrict dst = grad_sample + offset;
+            const opmath_t w = tb.weight[t][i] * tb.mask[i];
             opmath_t acc = 0;
-            for (int64_t j = 0; j < n; ++j) acc += static_cast<opmath_t>(gc[j]) * static_cast<opmath_t>(v[j]);
+            for (int64_t j = 0; j < n; ++j) {
+              const opmath_t grad = static_cast<opmath_t>(gc[j]);
+              acc += grad * static_cast<opmath_t>(v[j]);
+              dst[j] += w * grad;
+            }
             dot[t][i] += acc;
           }
         }
@@ -313,72 +297,61 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const at::Tensor grad_out = grad_out_.contiguous();
   const at::Tensor weight = weight_tap_major(weight_, s);
   const auto acc_type = at::toOpMathType(input.scalar_type());
-  at::Tensor grad_input = at::zeros(input.sizes(), input.options().dtype(acc_type));  // channels-last
+  const int64_t group_rows = s.rows() / groups, cout_g = s.Cout / groups, cin_g = s.Cin / groups;
+  const int64_t tile = tile_pixels(s, input.element_size());
+  const int64_t tiles_per_sample = (s.P() + tile - 1) / tile, tiles = s.N * tiles_per_sample;
+  // Workers own contiguous runs of tiles and private channels-last grad_input accumulators
+  // (summed in worker order at the end: deterministic for a given thread count), as many as
+  // the threads, within a memory budget.
+  const int64_t input_bytes = std::max<int64_t>(1, input.numel() * int64_t(sizeof(float)) * (acc_type == at::kDouble ? 2 : 1));
+  const int64_t workers = std::max<int64_t>(
+      1, std::min<int64_t>({static_cast<int64_t>(at::get_num_threads()), std::max<int64_t>(tiles, 1),
+                            std::max<int64_t>(1, kAccumulatorBytes / input_bytes)}));
+  at::Tensor grad_input_parts = at::zeros({workers, s.N, s.H, s.W, s.Cin}, input.options().dtype(acc_type));
   at::Tensor grad_offset = at::zeros_like(offset);
   at::Tensor grad_mask = has_mask(mask) ? at::zeros_like(mask) : at::empty({0}, mask.options());
-  // One tap-major grad_weight partial sum per thread, added up in thread order.
-  at::Tensor grad_weight_parts =
-      at::zeros({at::get_num_threads(), s.groups, s.Cout / s.groups, s.rows() / s.groups},
-                weight.options().dtype(acc_type));
+  at::Tensor grad_weight_parts = at::zeros({workers, s.groups, cout_g, group_rows}, weight.options().dtype(acc_type));
   at::Tensor grad_bias = grad_out.sum({0, 2, 3}, /*keepdim=*/false, acc_type);
   if (grad_out.numel() > 0 && input.numel() > 0) {
-    const int64_t chunk = chunk_pixels(s), group_rows = s.rows() / groups, cout_g = s.Cout / groups;
-    const int64_t cin_g = s.Cin / groups, cpg = s.channels_per_offset_group();
-    const int64_t tile = tile_pixels(s, input.element_size());
-    at::Tensor cols_buf = at::empty({at::get_num_threads(), groups, tile, group_rows}, input.options());
-    at::Tensor gcols_buf = at::empty({s.rows() * chunk}, input.options());
+    at::Tensor cols_buf = at::empty({workers, groups, tile, group_rows}, input.options());
+    at::Tensor gcols_buf = at::empty({workers, groups, tile, group_rows}, input.options());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d_backward", [&] {
       const Inputs<scalar_t> in{input.const_data_ptr<scalar_t>(), offset.const_data_ptr<scalar_t>(),
                                 has_mask(mask) ? mask.const_data_ptr<scalar_t>() : nullptr, s};
-      const int64_t tasks_per_group = (cpg + kChannels - 1) / kChannels;
       const at::ThreadLocalState caller_state;  // see forward_cpu
-      for (int64_t n = 0; n < s.N; ++n) {
-        const at::Tensor go_n = grad_out[n].view({s.Cout, s.P()});
-        for (int64_t p0 = 0; p0 < s.P(); p0 += chunk) {
-          const Chunk ch{n, p0, std::min(chunk, s.P() - p0)};
-          const at::Tensor gcols = gcols_buf.narrow(0, 0, s.rows() * ch.len).view({groups, ch.len, group_rows});
-          // Per tile: columns (in cache), grad_weight, grad_cols and the offset/mask gradients.
-          const int64_t tiles = (ch.len + tile - 1) / tile;
-          at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-            const at::ThreadLocalStateGuard state_guard(caller_state);
-            const int64_t thread = at::get_thread_num();
-            const at::Tensor cols_thread = cols_buf[thread], grad_weight = grad_weight_parts[thread];
-            for (int64_t t = begin; t < end; ++t) {
-              const int64_t q0 = t * tile;
-              const Chunk tc{n, p0 + q0, std::min(tile, ch.len - q0)};
-              const at::Tensor cols = cols_thread.narrow(1, 0, tc.len);
-              const Columns<scalar_t> cols_view{cols.mutable_data_ptr<scalar_t>(), tile, cin_g, s.K()};
-              for (int64_t b = 0; b < tc.blocks(); ++b) fill_columns_block(b, in, tc, cols_view);
-              for (int64_t g = 0; g < groups; ++g) {
-                const at::Tensor go = go_n.narrow(0, g * cout_g, cout_g).narrow(1, tc.p0, tc.len);
-                if (acc_type == input.scalar_type()) {
-                  grad_weight[g].addmm_(go, cols[g]);
-                } else {
-                  grad_weight[g].add_(at::mm(go, cols[g]).to(acc_type));
-                }
-                at::Tensor gcols_g = gcols[g].narrow(0, q0, tc.len);
-                at::mm_out(gcols_g, go.t(), weight[g]);
+      at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+        const at::ThreadLocalStateGuard state_guard(caller_state);
+        for (int64_t w = begin; w < end; ++w) {
+          const at::Tensor cols_w = cols_buf[w], gcols_w = gcols_buf[w], grad_weight = grad_weight_parts[w];
+          opmath<scalar_t>* grad_input = grad_input_parts[w].mutable_data_ptr<opmath<scalar_t>>();
+          for (int64_t t = w * tiles / workers; t < (w + 1) * tiles / workers; ++t) {
+            const int64_t n = t / tiles_per_sample, p0 = (t % tiles_per_sample) * tile;
+            const Chunk tc{n, p0, std::min(tile, s.P() - p0)};
+            // The tile's columns and their gradients stay in cache from the GEMMs to the scatter.
+            const at::Tensor cols = cols_w.narrow(1, 0, tc.len), gcols = gcols_w.narrow(1, 0, tc.len);
+            const Columns<scalar_t> cols_view{cols.mutable_data_ptr<scalar_t>(), tile, cin_g, s.K()};
+            for (int64_t b = 0; b < tc.blocks(); ++b) fill_columns_block(b, in, tc, cols_view);
+            const at::Tensor go_n = grad_out[n].view({s.Cout, s.P()});
+            for (int64_t g = 0; g < groups; ++g) {
+              const at::Tensor go = go_n.narrow(0, g * cout_g, cout_g).narrow(1, tc.p0, tc.len);
+              if (acc_type == input.scalar_type()) {
+                grad_weight[g].addmm_(go, cols[g]);
+              } else {
+                grad_weight[g].add_(at::mm(go, cols[g]).to(acc_type));
               }
-              const Columns<const scalar_t> gc{gcols.const_data_ptr<scalar_t>() + q0 * group_rows, ch.len, cin_g,
-                                               s.K()};
-              for (int64_t b = 0; b < tc.blocks(); ++b)
-                offset_mask_block(b, in, tc, gc, grad_offset.mutable_data_ptr<scalar_t>(),
-                                  has_mask(mask) ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr);
+              at::Tensor gcols_g = gcols[g];
+              at::mm_out(gcols_g, go.t(), weight[g]);
             }
-          });
-          // grad_input: every task owns a channel range over the whole chunk.
-          const Columns<const scalar_t> gc{gcols.const_data_ptr<scalar_t>(), ch.len, cin_g, s.K()};
-          at::parallel_for(0, s.offset_groups * tasks_per_group, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t t = begin; t < end; ++t) {
-              const int64_t g = t / tasks_per_group, c0 = g * cpg + (t % tasks_per_group) * kChannels;
-              scatter_input_task(g, c0, std::min(c0 + kChannels, (g + 1) * cpg), in, ch, gc,
-                                 grad_input.mutable_data_ptr<opmath<scalar_t>>());
-            }
-          });
+            const Columns<const scalar_t> gc{gcols_w.const_data_ptr<scalar_t>(), tile, cin_g, s.K()};
+            for (int64_t b = 0; b < tc.blocks(); ++b)
+              input_offset_mask_block(b, in, tc, gc, grad_offset.mutable_data_ptr<scalar_t>(),
+                                      has_mask(mask) ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr, grad_input);
+          }
         }
-      }
+      });
     });
   }
+  const at::Tensor grad_input = workers == 1 ? grad_input_parts[0] : grad_input_parts.sum(0);
   const at::Tensor grad_weight = grad_weight_parts.sum(0)
                                      .view({s.Cout, s.KH, s.KW, s.Cin / groups})
                                      .permute({0, 3, 1, 2})
