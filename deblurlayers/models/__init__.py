@@ -11,10 +11,12 @@ released checkpoints:
 - :mod:`.flow`: ``RAFT`` (BSSTNet's flow estimator; not a registered model)
 
 ``get_model(name, **kwargs)`` builds by name; ``load_official(model, checkpoint)`` loads a released
-checkpoint of the official code.
+checkpoint of the official code; ``tiled_inference(model, frames)`` runs any of them on overlapping
+tiles and chunks of frames.
 """
 from ._checkpoint import OfficialLoadResult, load_official
 from ._registry import get_model, list_models, register_model
+from ._tiling import tiled_inference
 from .dstnet import DSTNet, dstnet_loss
 from .erdn import ERDN, ERDNOutput, ERDNStage, erdn_loss, erdn_stage_loss
 from .flow import RAFT
@@ -23,4 +25,4 @@ from .stdanet import STDANet, STDANetStack, stdanet_loss, stdanet_stack_loss, st
 
 __all__ = ["list_models", "get_model", "register_model", "load_official", "OfficialLoadResult", "STDANet",
            "STDANetStack", "DSTNet", "FSTANet", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss",
-           "dstnet_loss", "ERDN", "ERDNStage", "ERDNOutput", "erdn_loss", "erdn_stage_loss", "RAFT"]
+           "dstnet_loss", "ERDN", "ERDNStage", "ERDNOutput", "erdn_loss", "erdn_stage_loss", "RAFT", "tiled_inference"]
