@@ -36,7 +36,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"| (B, C, H, W) | grouped fwd ms | native fwd ms | grouped bwd ms | native bwd ms |")
+    print("| (B, C, H, W) | grouped fwd ms | native fwd ms | grouped bwd ms | native bwd ms |")
     print("|---|---:|---:|---:|---:|")
     for shape in SHAPES:
         torch.manual_seed(0)

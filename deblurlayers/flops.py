@@ -41,7 +41,7 @@ import torch
 from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from .utils.meta import tensors_on_meta
+from .utils.meta import tensors_on_meta, to_meta
 
 __all__ = ["count_flops", "FlopCount", "EXTRA_ATEN_FORMULAS"]
 
@@ -207,7 +207,7 @@ def count_flops(module_or_fn: Callable, *inputs: Any, backward: bool = False, **
         >>> count_flops(haar_dwt2d, torch.zeros(1, 64, 360, 640)).macs
         58982400
     """
-    meta_inputs, meta_kwargs = tree_map(_to_meta, (inputs, kwargs))
+    meta_inputs, meta_kwargs = tree_map(to_meta, (inputs, kwargs))
     if isinstance(module_or_fn, torch.nn.Module):
         def call():
             with tensors_on_meta(module_or_fn):
@@ -229,8 +229,3 @@ def count_flops(module_or_fn: Callable, *inputs: Any, backward: bool = False, **
     return FlopCount(int(counter.get_total_flops()), by_op)
 
 
-def _to_meta(x: Any) -> Any:
-    if not isinstance(x, torch.Tensor):
-        return x
-    meta = torch.empty_like(x, device="meta")
-    return meta.requires_grad_(x.requires_grad) if x.is_floating_point() else meta

@@ -226,7 +226,7 @@ def test_native_and_reference_count_the_same_flops(native_ops):
 @pytest.mark.parametrize("fn", BOTH)
 def test_bad_inputs(fn):
     x, w = torch.randn(1, 4, 8, 8), torch.randn(6, 4, 3, 3)
-    off, mask = torch.zeros(1, 18, 8, 8), torch.ones(1, 9, 8, 8)
+    off = torch.zeros(1, 18, 8, 8)
     with pytest.raises(ValueError, match=r"input: expected a 4-d"):
         fn(x[0], off, w, padding=1)
     with pytest.raises(ValueError, match=r"offset: .*Ho=8"):

@@ -71,10 +71,6 @@ class RestorationUNet(nn.Module):
         return self.decode(*self.encode(x))
 
 
-def _conv_lrelu(channels: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(channels, channels, 3, stride, 1), nn.LeakyReLU(0.1))
-
-
 class DualPyramidAlign(nn.Module):
     """ERDN's dual pyramid alignment (official ``Flow_Deform``): three frames in, three RGB images
     out: the two neighbours aligned to the centre and the pre-deblurred centre.
@@ -113,9 +109,10 @@ class DualPyramidAlign(nn.Module):
         c, half = channels, channels // 2
         self.conv_first = nn.Conv2d(3, c, 3, 1, 1)
         self.feature_extraction = _residual_blocks(c, num_extract_blocks)
-        self.conv_l2_1, self.conv_l2_2 = _conv_lrelu(c, 2)[0], _conv_lrelu(c, 1)[0]
-        self.conv_l3_1, self.conv_l3_2 = _conv_lrelu(c, 2)[0], _conv_lrelu(c, 1)[0]
-        self.conv_l4_1, self.conv_l4_2 = _conv_lrelu(c, 2)[0], _conv_lrelu(c, 1)[0]
+        # level l: a stride-2 conv (conv_l{l}_1) and a 3x3 conv (conv_l{l}_2), LReLU after each (_down)
+        for level in range(2, PYRAMID_LEVELS + 1):
+            setattr(self, f"conv_l{level}_1", nn.Conv2d(c, c, 3, 2, 1))
+            setattr(self, f"conv_l{level}_2", nn.Conv2d(c, c, 3, 1, 1))
         self.pcd_align = PyramidDeformableAlign(c, deformable_groups, levels=PYRAMID_LEVELS, cascade=True)
         self.reconstruction = _residual_blocks(c, num_reconstruct_blocks)
         self.conv_last = nn.Conv2d(c, 3, 3, 1, 1)

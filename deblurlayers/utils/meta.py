@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Dict, Iterator
+from typing import Any, Dict, Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["tensors_on_meta"]
+__all__ = ["tensors_on_meta", "to_meta"]
 
 
-def _meta_like(tensor: torch.Tensor) -> torch.Tensor:
-    meta = torch.empty_like(tensor, device="meta")
-    return meta.requires_grad_(tensor.requires_grad) if tensor.is_floating_point() else meta
+def to_meta(value: Any) -> Any:
+    """A meta tensor like ``value`` (same shape, dtype, requires_grad); anything else unchanged."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    meta = torch.empty_like(value, device="meta")
+    return meta.requires_grad_(value.requires_grad) if value.is_floating_point() else meta
 
 
 @contextlib.contextmanager
-def tensors_on_meta(module: nn.Module, to_meta: Callable[[torch.Tensor], torch.Tensor] = _meta_like) -> Iterator[None]:
+def tensors_on_meta(module: nn.Module) -> Iterator[None]:
     """Within the block, every parameter and buffer of ``module`` is a meta copy; afterwards the
     module holds its own tensors again.
 

@@ -166,13 +166,6 @@ DEBLURLAYERS_CPU_CLONES void fill_columns_block(int64_t block, const Inputs<scal
   }
 }
 
-template <typename scalar_t>
-void fill_columns(const Inputs<scalar_t>& in, const Chunk& ch, const Columns<scalar_t>& cols) {
-  at::parallel_for(0, ch.blocks(), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) fill_columns_block(b, in, ch, cols);
-  });
-}
-
 // For one block of pixels and every offset group and tap, from the column gradients: grad_offset
 // and grad_mask (dot products of the column gradient with the four corners, then the bilinear
 // derivatives), and the scatter of the column gradient into a channels-last grad_input
@@ -303,10 +296,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   // Workers own contiguous runs of tiles and private channels-last grad_input accumulators
   // (summed in worker order at the end: deterministic for a given thread count), as many as
   // the threads, within a memory budget.
-  const int64_t input_bytes = std::max<int64_t>(1, input.numel() * int64_t(sizeof(float)) * (acc_type == at::kDouble ? 2 : 1));
+  const int64_t accumulator_bytes = std::max<int64_t>(1, input.numel() * int64_t(c10::elementSize(acc_type)));
   const int64_t workers = std::max<int64_t>(
-      1, std::min<int64_t>({static_cast<int64_t>(at::get_num_threads()), std::max<int64_t>(tiles, 1),
-                            std::max<int64_t>(1, kAccumulatorBytes / input_bytes)}));
+      1, std::min<int64_t>({static_cast<int64_t>(at::get_num_threads()), tiles, kAccumulatorBytes / accumulator_bytes}));
   at::Tensor grad_input_parts = at::zeros({workers, s.N, s.H, s.W, s.Cin}, input.options().dtype(acc_type));
   at::Tensor grad_offset = at::zeros_like(offset);
   at::Tensor grad_mask = has_mask(mask) ? at::zeros_like(mask) : at::empty({0}, mask.options());
