@@ -9,11 +9,11 @@ from .stda import STDA, MultiToMultiAttention, MultiToSingleAttention
 from .cwgdn import CWGDN, ChannelDynamicKernels
 from .dtff import DTFF, PixelDynamicKernels
 from .wavelet_fp import WaveletFP
-from .deform_conv import ModulatedDeformConv2d
+from .deform_conv import BlurAwareAlignment, ModulatedDeformConv2d
 from .pyramid_align import DilatedPyramidBlock, PyramidDeformableAlign
 from .gradient_branch import GradientMap, SFTGradientBranch, sft
 
 __all__ = ["BlurMap", "BlurAwareSparseAttention", "BlurAwareSparseTransformer", "SoftSplit", "SoftComp",
            "FusionFeedForward", "SparseWindowAttention", "FactorizedSTAttention", "DeformableAttention", "STDA", "MultiToMultiAttention", "MultiToSingleAttention", "CWGDN", "ChannelDynamicKernels", "DTFF", "PixelDynamicKernels", "WaveletFP", "LayerNorm2d", "ResBlock",
-           "ModulatedDeformConv2d", "DilatedPyramidBlock", "PyramidDeformableAlign", "GradientMap",
+           "ModulatedDeformConv2d", "BlurAwareAlignment", "DilatedPyramidBlock", "PyramidDeformableAlign", "GradientMap",
            "SFTGradientBranch", "sft"]

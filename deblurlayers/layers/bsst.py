@@ -451,13 +451,6 @@ class SparseWindowAttention(nn.Module):
         cols = torch.arange(padded[1] // pw, device=device) * pw < w
         return (rows[:, None] & cols[None, :]).reshape(1, -1)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Official checkpoints carry two geometry buffers of a fixed 32×32 grid, which this layer
-        # computes per input instead; they hold no learned state.
-        for name in ("valid_ind_rolled", "mask_padding"):
-            state_dict.pop(prefix + name, None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, " \
                f"expand_size={self.expand_size}, pool_size={self.pool_size}, outside_tokens={self.outside_tokens!r}"

@@ -12,7 +12,7 @@ from ..ops import deform_conv2d
 from ..utils import check_input, check_shape, conv_output_size, empty_batch, to_pair
 from ..utils.checks import IntPair
 
-__all__ = ["ModulatedDeformConv2d"]
+__all__ = ["ModulatedDeformConv2d", "BlurAwareAlignment"]
 
 
 class ModulatedDeformConv2d(nn.Module):
@@ -28,7 +28,8 @@ class ModulatedDeformConv2d(nn.Module):
     With ``max_residue_magnitude`` set (BSSTNet's flow-guided variant, BasicVSR++'s second-order
     alignment) the offsets become ``max_residue_magnitude·tanh(cat(o1, o2))`` plus the given
     optical flows: flow ``f`` of ``F`` flows steers the ``G/F`` consecutive deformable groups
-    ``[f·G/F, (f+1)·G/F)``, at every tap.
+    ``[f·G/F, (f+1)·G/F)``, at every tap. Without a flow the bounded residual is the offset
+    (ProPainter's flow-completion propagation, which BSSTNet's flow refiner runs).
 
     The last layer of ``conv_offset`` is zero-initialised, so a fresh module samples the regular
     grid (plus the flow) with mask 0.5. ``weight`` follows ``ModulatedDeformConvPack``:
@@ -44,8 +45,8 @@ class ModulatedDeformConv2d(nn.Module):
             ``3×3`` conv ``cond_channels -> 3·G·K`` (EDVR/ERDN, keys ``conv_offset.{weight,bias}``);
             e.g. ``(C, C, C)`` gives BSSTNet's ``conv3×3 -> LReLU(0.1)`` stack (keys
             ``conv_offset.{0,2,4,6}``).
-        max_residue_magnitude: ``None`` (ERDN) or the tanh bound of the offset residual
-            (BSSTNet passes 5); when set, ``forward`` requires ``flow``.
+        max_residue_magnitude: ``None`` (ERDN) or the tanh bound of the offsets (BSSTNet passes
+            5); ``flow`` is only accepted when it is set.
 
     Shape:
         - x: ``(B, Cin, H, W)``
@@ -110,7 +111,9 @@ class ModulatedDeformConv2d(nn.Module):
         o1, o2, logits = torch.chunk(self.conv_offset(cond), 3, dim=1)
         offset = torch.cat((o1, o2), dim=1)
         if self.max_residue_magnitude is not None:
-            offset = self.max_residue_magnitude * torch.tanh(offset) + self._flow_offsets(flow, offset)
+            offset = self.max_residue_magnitude * torch.tanh(offset)
+            if flow is not None:
+                offset = offset + self._flow_offsets(flow, offset)
         if mask_bias is not None:
             logits = logits + self._expand_per_group(mask_bias, "mask_bias", logits)
         return offset, torch.sigmoid(logits)
@@ -130,9 +133,7 @@ class ModulatedDeformConv2d(nn.Module):
         return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
                              dilation=self.dilation, mask=mask)
 
-    def _flow_offsets(self, flow: Optional[torch.Tensor], offset: torch.Tensor) -> torch.Tensor:
-        if flow is None:
-            raise ValueError("flow: required when max_residue_magnitude is set, got None")
+    def _flow_offsets(self, flow: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         if flow.dim() == 4:
             flow = flow.unsqueeze(1)
         b, _, h, w = offset.shape
@@ -167,3 +168,54 @@ def _offset_net(cond_channels: int, hidden: tuple, out_channels: int) -> nn.Modu
         layers += [nn.Conv2d(width, h, 3, padding=1), nn.LeakyReLU(0.1)]
         width = h
     return nn.Sequential(*layers, nn.Conv2d(width, out_channels, 3, padding=1))
+
+
+class BlurAwareAlignment(ModulatedDeformConv2d):
+    """Blur-aware feature alignment (BSSTNet's BFA, paper §3.2; official
+    ``SecondOrderDeformableAlignmentWithBlurmapguide``): a flow-guided second-order DCN whose
+    mask is steered by the sharp maps of the two previous frames.
+
+    The features of the previous two frames ``cat(h[t'], h[t''])`` (``2C`` channels) are sampled by
+    a DCNv2 with ``deformable_groups`` groups: the first half of the groups sees ``h[t']`` and
+    follows ``flows[:, 0]``, the second half ``h[t'']`` and ``flows[:, 1]``, each plus a residual
+    bounded by ``max_residue_magnitude·tanh``. The offset/mask head reads ``cond`` and both flows;
+    the mask logits of each half get ``0.1·(2·A - 1)`` from its sharp map ``A`` in [0, 1] before
+    the sigmoid (the paper adds the sharp map to the mask; the code adds this centred, scaled
+    version). ``conv_offset`` is the official 4-conv stack with the last conv zero-initialised.
+
+    Args:
+        channels: ``C`` (192 in BSSTNet).
+        cond_channels: channels of ``cond`` without the flows (BSSTNet: ``3C + 5``: two warped
+            features, the current one, three sharp maps and two validity masks).
+        deformable_groups: 16 (even: one half per previous frame).
+        max_residue_magnitude: 5 (BSSTNet).
+
+    Shape:
+        - features: ``(B, 2C, H, W)``, ``cat(h[t'], h[t''])``
+        - cond: ``(B, cond_channels, H, W)``
+        - flows: ``(B, 2, 2, H, W)``, the flows from frame t to t' and t'' (``(x, y)``, pixels)
+        - sharp: ``(B, 2, H, W)``, the sharp maps of t' and t'' warped onto t (zero where unknown)
+        - Output: ``(B, C, H, W)``
+    """
+
+    def __init__(self, channels: int = 192, cond_channels: Optional[int] = None, deformable_groups: int = 16,
+                 max_residue_magnitude: float = 5.0) -> None:
+        if not isinstance(deformable_groups, int) or deformable_groups < 2 or deformable_groups % 2:
+            raise ValueError(f"deformable_groups: expected an even int >= 2 (one half per previous frame), "
+                             f"got {deformable_groups!r}")
+        cond_channels = 3 * channels + 5 if cond_channels is None else cond_channels
+        self.guide_channels = cond_channels
+        super().__init__(2 * channels, channels, 3, padding=1, deformable_groups=deformable_groups,
+                         cond_channels=cond_channels + 4, offset_channels=(channels,) * 3,
+                         max_residue_magnitude=max_residue_magnitude)
+
+    def forward(self, features: torch.Tensor, cond: torch.Tensor, flows: torch.Tensor,  # type: ignore[override]
+                sharp: torch.Tensor) -> torch.Tensor:
+        dims = check_input(features, "B C H W", name="features", like=self, sizes={"C": self.in_channels},
+                           minimum={"H": 1, "W": 1})
+        grid = {"B": dims["B"], "H": dims["H"], "W": dims["W"]}
+        check_shape(cond, "B C H W", name="cond", sizes={**grid, "C": self.guide_channels})
+        check_shape(flows, "B F 2 H W", name="flows", sizes={**grid, "F": 2})
+        check_shape(sharp, "B F H W", name="sharp", sizes={**grid, "F": 2})
+        guide = torch.cat((cond, flows.flatten(1, 2)), dim=1)
+        return super().forward(features, guide, flows, 0.1 * (2 * sharp - 1))

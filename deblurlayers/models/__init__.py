@@ -7,6 +7,7 @@ released checkpoints:
 - :mod:`.dstnet`: ``DSTNet`` (``"dstnet"``, ``"dstnet_l"``)
 - :mod:`.erdn`: ``ERDN`` (``"erdn"``: two stages, 5 frames; ``"erdn_single"``: one stage, 3 frames)
 - :mod:`.fstanet`: ``FSTANet`` (``"fstanet"``, derived: the paper released no code)
+- :mod:`.bsstnet`: ``BSSTNet`` (``"bsstnet"``; RAFT-large as its flow estimator)
 
 - :mod:`.flow`: ``RAFT`` (BSSTNet's flow estimator; not a registered model)
 
@@ -17,6 +18,7 @@ tiles and chunks of frames.
 from ._checkpoint import OfficialLoadResult, load_official
 from ._registry import get_model, list_models, register_model
 from ._tiling import tiled_inference
+from .bsstnet import BSSTNet, bsstnet_loss
 from .dstnet import DSTNet, dstnet_loss
 from .erdn import ERDN, ERDNOutput, ERDNStage, erdn_loss, erdn_stage_loss
 from .flow import RAFT
@@ -25,4 +27,5 @@ from .stdanet import STDANet, STDANetStack, stdanet_loss, stdanet_stack_loss, st
 
 __all__ = ["list_models", "get_model", "register_model", "load_official", "OfficialLoadResult", "STDANet",
            "STDANetStack", "DSTNet", "FSTANet", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss",
-           "dstnet_loss", "ERDN", "ERDNStage", "ERDNOutput", "erdn_loss", "erdn_stage_loss", "RAFT", "tiled_inference"]
+           "dstnet_loss", "ERDN", "ERDNStage", "ERDNOutput", "erdn_loss", "erdn_stage_loss", "RAFT", "tiled_inference",
+           "BSSTNet", "bsstnet_loss"]
