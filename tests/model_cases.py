@@ -5,8 +5,12 @@ Keeping them beside the registry's names means a newly registered model without 
 """
 import torch
 
-from deblurlayers.models import dstnet_loss, erdn_loss, stdanet_loss, stdanet_stack_loss
+from deblurlayers.models import bsstnet_loss, dstnet_loss, erdn_loss, stdanet_loss, stdanet_stack_loss
 
+# Every width scaled down; RAFT keeps its fixed architecture (2 iterations). theta = 0 makes every
+# window with any blur active, so that every BSST layer's pooled tokens are used on small clips.
+BSSTNET_SMALL = dict(channels=16, mid_channels=24, token_dim=32, num_heads=2, hidden_dim=50, rstb_heads=2,
+                     refine_channels=16, flow_iters=2, theta=0.0)
 ERDN_SMALL = dict(n_feat=4, n_resblock=1, align_channels=8, deformable_groups=2, num_extract_blocks=1,
                   num_reconstruct_blocks=1)
 
@@ -19,7 +23,13 @@ CASES = {
     "fstanet": (dict(channels=8, growth=8, spatial_maps=4, temporal_maps=2), 5, None),
     "erdn": (ERDN_SMALL, 5, "ERDN"),
     "erdn_single": (ERDN_SMALL, 3, "ERDN_1"),
+    "bsstnet": (BSSTNET_SMALL, 3, "BSST"),
 }
+
+# Models that restore every frame of the clip (the others restore the centre frame).
+CLIP_MODELS = ("dstnet", "dstnet_l", "bsstnet")
+# The fewest frames a model takes, where it is not fixed.
+MIN_FRAMES = {"bsstnet": 2}
 
 
 def training_loss(name, model, blurry, sharp):
@@ -34,6 +44,8 @@ def training_loss(name, model, blurry, sharp):
         return dstnet_loss(model(blurry), sharp)
     if name.startswith("erdn"):
         return erdn_loss(model(blurry, return_details=True), sharp)
+    if name == "bsstnet":
+        return bsstnet_loss(model(blurry), sharp)
     out = model(blurry)
     return torch.nn.functional.l1_loss(out, sharp[:, sharp.shape[1] // 2])
 

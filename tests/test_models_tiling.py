@@ -96,3 +96,31 @@ def test_bad_arguments():
         tiled_inference(stdanet, clip(t=5), frames_per_clip=3, frame_overlap=1)
     with pytest.raises(ValueError, match=r"model: expected an output"):
         tiled_inference(lambda f: f[:, :, :, :2], x)
+
+
+class FlowTaker(nn.Module):
+    """Returns, for every frame, the mean of its side input (on a grid 4 times coarser), upsampled."""
+
+    def forward(self, x, flows):
+        pairs = torch.cat((flows, flows[:, -1:]), dim=1).mean(2, keepdim=True)
+        return pairs.repeat_interleave(4, -2).repeat_interleave(4, -1).expand(-1, -1, 3, -1, -1)
+
+
+def test_side_inputs_are_cropped_with_every_tile_and_chunk():
+    x = clip(t=6, h=40, w=48)
+    flows = torch.randn(1, 5, 2, 10, 12)
+    whole = FlowTaker()(x, flows)
+    tiled = tiled_inference(FlowTaker(), x, tile=16, overlap=8, frames_per_clip=3, frame_overlap=2,
+                            side_inputs={"flows": (flows, 4)})
+    # the crop blend never keeps a chunk's last frame unless it is the clip's: all exact
+    torch.testing.assert_close(tiled, whole)
+
+
+def test_side_input_errors():
+    x = clip(t=3, h=40, w=48)
+    with pytest.raises(TypeError, match=r"side_inputs\['flows'\]: expected a \(tensor, scale\) pair"):
+        tiled_inference(FlowTaker(), x, tile=16, overlap=8, side_inputs={"flows": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"side_inputs\['flows'\]: expected shape \(B=1, T=3 or 2"):
+        tiled_inference(FlowTaker(), x, tile=16, overlap=8, side_inputs={"flows": (torch.zeros(1, 2, 2, 9, 12), 4)})
+    with pytest.raises(ValueError, match=r"tile edges .* must be multiples of scale=4"):
+        tiled_inference(FlowTaker(), x, tile=18, overlap=8, side_inputs={"flows": (torch.zeros(1, 2, 2, 10, 12), 4)})

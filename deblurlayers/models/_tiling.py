@@ -7,7 +7,7 @@ module with the same call) that way, so frames larger than memory allows can be 
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -20,7 +20,8 @@ BLENDS = ("crop", "average")
 
 def tiled_inference(model: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor, tile: int = 256,
                     overlap: int = 64, frames_per_clip: Optional[int] = None, frame_overlap: int = 4,
-                    blend: str = "crop") -> torch.Tensor:
+                    blend: str = "crop", side_inputs: Optional[Mapping[str, Tuple[torch.Tensor, int]]] = None
+                    ) -> torch.Tensor:
     """``model(frames)`` computed on overlapping ``tile × tile`` crops (and, for clip-to-clip models,
     overlapping chunks of ``frames_per_clip`` frames), assembled into the full result.
 
@@ -48,6 +49,13 @@ def tiled_inference(model: Callable[[torch.Tensor], torch.Tensor], frames: torch
         frames_per_clip: chunk length for clip-to-clip models (``None``: the whole clip at once).
         frame_overlap: frames shared by neighbouring chunks, ``0 <= frame_overlap < frames_per_clip``.
         blend: ``"crop"`` or ``"average"``.
+        side_inputs: ``{name: (tensor, scale)}``: tensors on a grid ``scale`` times coarser than the
+            frames, ``(B, T', C', H/scale, W/scale)`` with ``T' = T`` (one per frame) or ``T - 1``
+            (one per pair of consecutive frames, e.g. flows), cropped with every tile and chunk and
+            passed as ``model(tile, name=crop)``. Tile boundaries must then fall on the coarse grid
+            (``H``, ``W``, ``tile`` and ``overlap`` multiples of ``scale`` suffice). BSSTNet's
+            :meth:`~deblurlayers.models.BSSTNet.restore` passes the flows of the whole frame this way,
+            as the official test pipeline crops them.
 
     Returns:
         The model's output for the whole clip, on the device and in the dtype of the tiles' outputs.
@@ -70,13 +78,16 @@ def tiled_inference(model: Callable[[torch.Tensor], torch.Tensor], frames: torch
     t, h, w = dims["T"], dims["H"], dims["W"]
     rows, cols = _spans(h, tile, overlap), _spans(w, tile, overlap)
     chunks = _spans(t, frames_per_clip, frame_overlap) if frames_per_clip is not None else [(0, t, 0, t)]
+    side = _check_side_inputs(side_inputs or {}, dims, rows, cols)
 
     out = weight = None
     clip_output = None
     for t0, t1, keep_t0, keep_t1 in chunks:
         for y0, y1, keep_y0, keep_y1 in rows:
             for x0, x1, keep_x0, keep_x1 in cols:
-                result = model(frames[:, t0:t1, :, y0:y1, x0:x1])
+                extra = {name: a[:, t0:t1 - (t - a.shape[1]), :, y0 // k:y1 // k, x0 // k:x1 // k]
+                         for name, (a, k) in side.items()}
+                result = model(frames[:, t0:t1, :, y0:y1, x0:x1], **extra)
                 if out is None:
                     clip_output = _output_kind(result, frames[:, t0:t1, :, y0:y1, x0:x1], chunks)
                     lead = (dims["B"], t) if clip_output else (dims["B"],)
@@ -96,6 +107,28 @@ def tiled_inference(model: Callable[[torch.Tensor], torch.Tensor], frames: torch
                         out[..., y0:y1, x0:x1] += result
                         weight[..., y0:y1, x0:x1] += 1
     return out if blend == "crop" else out / weight
+
+
+def _check_side_inputs(side_inputs, dims, rows, cols) -> Dict[str, Tuple[torch.Tensor, int]]:
+    checked = {}
+    for name, value in side_inputs.items():
+        if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], torch.Tensor)
+                and isinstance(value[1], int) and value[1] >= 1):
+            raise TypeError(f"side_inputs[{name!r}]: expected a (tensor, scale) pair with an int scale >= 1, "
+                            f"got {value!r}")
+        tensor, scale = value
+        b, t, _, h, w = tensor.shape if tensor.dim() == 5 else (None,) * 5
+        if (b, h, w) != (dims["B"], dims["H"] // scale, dims["W"] // scale) or t not in (dims["T"], dims["T"] - 1) \
+                or dims["H"] % scale or dims["W"] % scale:
+            raise ValueError(f"side_inputs[{name!r}]: expected shape (B={dims['B']}, T={dims['T']} or "
+                             f"{dims['T'] - 1}, C, H={dims['H']}/{scale}, W={dims['W']}/{scale}) for frames of "
+                             f"{dims['H']}x{dims['W']}, got {tuple(tensor.shape)}")
+        edges = [v for span in rows + cols for v in span[:2]]
+        if any(v % scale for v in edges):
+            raise ValueError(f"side_inputs[{name!r}]: tile edges {sorted(set(edges))} must be multiples of "
+                             f"scale={scale}; choose tile and overlap as multiples of {scale}")
+        checked[name] = (tensor, scale)
+    return checked
 
 
 def _check_span(name: str, size: int, overlap_name: str, overlap: int) -> None:

@@ -23,6 +23,7 @@ reports their keys as discarded).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -34,7 +35,7 @@ from ..layers import (BlurAwareAlignment, BlurAwareSparseTransformer, BlurMap, L
                       SoftComp, SoftSplit)
 from ..layers.blocks import pad_to_multiple
 from ..ops import flow_warp
-from ..utils import check_input, check_shape, empty_batch
+from ..utils import autocast_enabled, check_input, check_shape, empty_batch
 from ._checkpoint import StateDict, register_converter
 from ._registry import register_model
 from .flow import RAFT
@@ -628,21 +629,63 @@ class BSSTNet(nn.Module):
         return flows_to_next, flows_to_prev
 
     @torch.no_grad()
-    def estimate_flows(self, frames: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def estimate_flows(self, frames: torch.Tensor, pairs_per_call: Optional[int] = None
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
         """The official wrapper's flows: the estimator on ×0.5 frames (fp32, outside autocast),
         then ×0.5 again and halved: ``(flows_to_next, flows_to_prev)`` on the 1/4 grid.
 
-        Shape: frames ``(B, T, 3, H, W)`` with ``H, W`` multiples of 16 -> ``(B, T-1, 2, H/4, W/4)`` each.
+        ``pairs_per_call`` bounds how many frame pairs (each direction counts) go through the
+        estimator at once (default: all).
+
+        Shape: frames ``(B, T, 3, H, W)`` with ``H, W`` multiples of 4 -> ``(B, T-1, 2, H/4, W/4)`` each.
         """
+        if self.flow_estimator is None:
+            raise ValueError("flow_estimator: this model has none (built with flow_estimator=None)")
         b, t, _, h, w = frames.shape
-        with torch.autocast(frames.device.type, enabled=False):
+        device = frames.device.type
+        with torch.autocast(device, enabled=False) if autocast_enabled(device) else contextlib.nullcontext():
             half = F.interpolate(frames.flatten(0, 1).float(), size=(h // 2, w // 2), mode="bilinear",
                                  align_corners=False).unflatten(0, (b, t))
             earlier, later = half[:, :-1].flatten(0, 1), half[:, 1:].flatten(0, 1)
-            flows = self.flow_estimator(torch.cat((earlier, later)), torch.cat((later, earlier)), iters=self.flow_iters)
+            # O[t->t+1] = flow(f_t, f_t+1) and O[t+1->t] = flow(f_t+1, f_t), in one batch
+            first, second = torch.cat((earlier, later)), torch.cat((later, earlier))
+            step = pairs_per_call or first.shape[0]
+            flows = torch.cat([self.flow_estimator(first[i:i + step], second[i:i + step], iters=self.flow_iters)
+                               for i in range(0, first.shape[0], step)])
             flows = F.interpolate(flows, size=(h // 4, w // 4), mode="bilinear", align_corners=False) / 2
         to_next, to_prev = flows.to(frames.dtype).unflatten(0, (2, b, t - 1)).unbind(0)
         return to_next, to_prev
+
+    @torch.no_grad()
+    def restore(self, frames: torch.Tensor, tile: int = 256, overlap: int = 64, frames_per_clip: Optional[int] = 48,
+                frame_overlap: int = 4, blend: str = "crop", pairs_per_call: Optional[int] = 16) -> torch.Tensor:
+        """The official test pipeline: flows of the whole frame (the clip padded to multiples of
+        16), then :func:`~deblurlayers.models.tiled_inference` on ``tile``² tiles with ``overlap``
+        pixels of overlap and chunks of ``frames_per_clip`` frames with ``frame_overlap`` frames of
+        overlap, each tile getting its crop of the flows. Call under ``torch.autocast`` for the
+        official AMP; the flow estimator runs in fp32.
+
+        Differences from the official ``test_by_patch``: the official seams are hard crops then an
+        average where both kept parts overlap; ``blend="crop"`` cuts each overlap once at its
+        middle. Tiles and chunks shorter than the clip are handled (no fixed 256²).
+
+        Shape: ``(B, T, 3, H, W)`` -> same.
+        """
+        from ._tiling import tiled_inference
+
+        dims = check_input(frames, "B T C H W", name="frames", like=self, sizes={"C": 3},
+                           minimum={"T": 2, "H": 1, "W": 1})
+        for name, value in (("tile", tile), ("overlap", overlap)):
+            if not isinstance(value, int) or value % SIZE_MULTIPLE:
+                raise ValueError(f"{name}: expected a multiple of {SIZE_MULTIPLE} (flows on the 1/4 grid, "
+                                 f"frames padded to multiples of {SIZE_MULTIPLE}), got {value!r}")
+        if frames_per_clip is not None and (not isinstance(frames_per_clip, int) or frames_per_clip < 2):
+            raise ValueError(f"frames_per_clip: expected an int >= 2 or None, got {frames_per_clip!r}")
+        padded, (height, width) = pad_to_multiple(frames, SIZE_MULTIPLE)
+        to_next, to_prev = self.estimate_flows(padded, pairs_per_call)
+        out = tiled_inference(self, padded, tile, overlap, frames_per_clip, frame_overlap, blend,
+                              side_inputs={"flows_to_next": (to_next, 4), "flows_to_prev": (to_prev, 4)})
+        return out[..., :height, :width]
 
     def refine_flows(self, flows_to_next: torch.Tensor, flows_to_prev: torch.Tensor):
         """The flow refiner, conditioned on the blur map of the given flows; returns the refined
