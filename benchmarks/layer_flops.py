@@ -247,11 +247,15 @@ ROWS: List[Row] = [
 @dataclass
 class ModelInfo:
     """A registered model's benchmark input (``frames`` frames in, ``outputs`` restored frames out)
-    and what its paper reports."""
+    and what its paper reports. ``flops_frames``: the clip length FLOPs are counted at (default
+    ``frames``). ``takes_flows``: the model accepts flows at 1/4 resolution (BSSTNet); its FLOPs are
+    counted with given flows (the network, as the paper counts) and with its own flow estimator."""
 
     frames: int
     outputs: int
     paper: str
+    flops_frames: Optional[int] = None
+    takes_flows: bool = False
 
 
 MODELS: Dict[str, ModelInfo] = {
@@ -262,11 +266,16 @@ MODELS: Dict[str, ModelInfo] = {
     "fstanet": ModelInfo(5, 1, "derived network: no figures (paper: GoPro 31.61 dB)"),
     "erdn": ModelInfo(5, 1, "22.84 M params per stage (Net-4); spec: 2,148 / 30,200 GMACs at 256² / 720p"),
     "erdn_single": ModelInfo(3, 1, "22.84 M params (Net-4); spec: 537 / 7,550 GMACs at 256² / 720p"),
+    "bsstnet": ModelInfo(8, 8, "133 \"GFLOPs\" (MACs) per 256² frame at T = 48 without RAFT; 28 ms/frame (A100); "
+                               "params not given (spec: 46.73 M in net_g, 38.46 M called)",
+                         flops_frames=48, takes_flows=True),
 }
 
 
-def _params(fn: Callable) -> int:
-    return sum(p.numel() for p in fn.parameters()) if isinstance(fn, torch.nn.Module) else 0
+def _params(fn: Callable, trainable_only: bool = False) -> int:
+    if not isinstance(fn, torch.nn.Module):
+        return 0
+    return sum(p.numel() for p in fn.parameters() if p.requires_grad or not trainable_only)
 
 
 def _latency_ms(fn: Callable, inputs, backend: str, threads: int, min_run_time: float) -> float:
@@ -326,11 +335,23 @@ def measure_model(name: str, threads: int, repeats: int, latency: bool) -> Dict:
 
     info = MODELS[name]
     model = get_model(name)
-    per_frame = {}
+    frames = info.flops_frames or info.frames
+    outputs = info.outputs * frames // info.frames
+    per_frame, with_flows = {}, {}
     for label, (h, w) in (("256", (256, 256)), ("720p", (720, 1280))):
-        per_frame[label] = count_flops(model, torch.zeros(1, info.frames, 3, h, w)).gmacs / info.outputs
-    result = {"name": name, "frames": info.frames, "params": _params(model), "gmacs_256": per_frame["256"],
+        clip = torch.zeros(1, frames, 3, h, w)
+        if info.takes_flows:
+            flows = torch.zeros(1, frames - 1, 2, *model.flow_size(h, w))
+            per_frame[label] = count_flops(model, clip, flows, flows).gmacs / outputs
+            with_flows[label] = count_flops(model, clip).gmacs / outputs
+        else:
+            per_frame[label] = count_flops(model, clip).gmacs / outputs
+    result = {"name": name, "frames": info.frames, "flops_frames": frames, "params": _params(model, True),
+              "frozen_params": _params(model) - _params(model, True), "gmacs_256": per_frame["256"],
               "gmacs_720p": per_frame["720p"], "paper": info.paper}
+    if with_flows:
+        result["gmacs_256_with_flow_estimator"] = with_flows["256"]
+        result["gmacs_720p_with_flow_estimator"] = with_flows["720p"]
     if latency:
         shape = (1, info.frames, 3, 256, 256)
         frames = torch.rand(shape)
@@ -344,19 +365,28 @@ def models_to_markdown(results: List[Dict], meta: Dict) -> str:
     lines = [
         "## Models",
         "",
-        "GMACs per restored frame (a clip model's count divided by its T); forward time (best of "
-        f"{meta['model_repeats']}) and peak extra memory at 1x T x 3 x 256 x 256, {meta['threads']} thread(s), fp32.",
+        "GMACs per restored frame (a clip model's count divided by its T; counted at the T in brackets "
+        "where it differs); forward time (best of "
+        f"{meta['model_repeats']}) and peak extra memory at 1x T x 3 x 256 x 256, {meta['threads']} thread(s), fp32. "
+        "Params: trainable (+ frozen, e.g. a flow estimator kept outside the state_dict).",
         "",
         "| model | T | params | GMACs/frame 256² | GMACs/frame 720p | native ms | reference ms | "
         "native peak MB | reference peak MB | paper |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    notes = []
     for r in results:
-        lines.append(f"| {r['name']} | {r['frames']} | {r['params']:,} | {r['gmacs_256']:.1f} | {r['gmacs_720p']:.0f} | "
+        t = f"{r['frames']}" + (f" ({r['flops_frames']})" if r.get("flops_frames", r["frames"]) != r["frames"] else "")
+        params = f"{r['params']:,}" + (f" (+{r['frozen_params']:,})" if r.get("frozen_params") else "")
+        lines.append(f"| {r['name']} | {t} | {params} | {r['gmacs_256']:.1f} | {r['gmacs_720p']:.0f} | "
                      f"{_fmt(r.get('native_ms'), '.0f')} | {_fmt(r.get('reference_ms'), '.0f')} | "
                      f"{_fmt(r.get('native_peak_mb'), '.0f')} | {_fmt(r.get('reference_peak_mb'), '.0f')} | "
                      f"{r['paper']} |")
-    return "\n".join(lines) + "\n"
+        if "gmacs_256_with_flow_estimator" in r:
+            notes.append(f"- {r['name']}: GMACs/frame above with the flows given (the network, as the paper "
+                         f"counts); with its own flow estimator {r['gmacs_256_with_flow_estimator']:.1f} at 256² and "
+                         f"{r['gmacs_720p_with_flow_estimator']:.0f} at 720p. The timed forward estimates its flows.")
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def _fmt(value: Optional[float], spec: str) -> str:
