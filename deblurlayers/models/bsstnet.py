@@ -38,6 +38,7 @@ from ..ops import flow_warp
 from ..utils import autocast_enabled, check_input, check_shape, empty_batch
 from ._checkpoint import StateDict, register_converter
 from ._registry import register_model
+from ._tiling import tiled_inference
 from .flow import RAFT
 
 __all__ = ["BSSTNet", "CAB", "GatedCAB", "ShiftBlock", "SwinReconstruction", "FlowRefiner", "bsstnet_loss"]
@@ -671,9 +672,7 @@ class BSSTNet(nn.Module):
 
         Shape: ``(B, T, 3, H, W)`` -> same.
         """
-        from ._tiling import tiled_inference
-
-        dims = check_input(frames, "B T C H W", name="frames", like=self, sizes={"C": 3},
+        check_input(frames, "B T C H W", name="frames", like=self, sizes={"C": 3},
                            minimum={"T": 2, "H": 1, "W": 1})
         for name, value in (("tile", tile), ("overlap", overlap)):
             if not isinstance(value, int) or value % SIZE_MULTIPLE:
