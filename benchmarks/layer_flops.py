@@ -182,6 +182,14 @@ def _dcn_pack():
     return ModulatedDeformConv2d(64, 64, deformable_groups=8), (x, torch.randn_like(x))
 
 
+def _blur_aware_alignment():
+    from deblurlayers import BlurAwareAlignment
+
+    c, h = 192, 64
+    flows, sharp = 2 * torch.randn(1, 2, 2, h, h), torch.rand(1, 2, h, h)
+    return BlurAwareAlignment(c), (torch.randn(1, 2 * c, h, h), torch.randn(1, 3 * c + 5, h, h), flows, sharp)
+
+
 def _pyramid_block():
     from deblurlayers import DilatedPyramidBlock
 
@@ -236,6 +244,8 @@ ROWS: List[Row] = [
     Row("layers.WaveletFP", "1x4x64x128x128 (DSTNet config)", _wavelet_fp),
     Row("ops.deform_conv2d", "1x64x180x320, 3x3, 64->64, 8 offset groups", _deform_conv2d),
     Row("layers.ModulatedDeformConv2d (ERDN DCNv2Pack)", "1x64x128x128, 8 groups", _dcn_pack),
+    Row("layers.BlurAwareAlignment (BSSTNet BFA, one step)", "1x384x64x64 -> 192, 16 groups (256² at 1/4)",
+        _blur_aware_alignment),
     Row("layers.DilatedPyramidBlock (4 branches, ERDN l1)", "1x128x128x128 -> 64", _pyramid_block, native=False),
     Row("layers.PyramidDeformableAlign (ERDN PCD)", "4 levels from 1x64x128x128", _pyramid_align),
     Row("layers.GradientMap", "1x3x256x256", _gradient_map, native=False),

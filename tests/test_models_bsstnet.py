@@ -408,6 +408,12 @@ def test_bad_inputs():
         BSSTNet(**{**BSSTNET_SMALL, "flow_estimator": None})(x)
     with pytest.raises(ValueError, match="flow_iters: expected an int >= 1"):
         BSSTNet(flow_iters=0)
+    with pytest.raises(TypeError, match="flow_estimator: expected 'raft', an nn.Module or None"):
+        BSSTNet(flow_estimator="spynet")
+    with pytest.raises(ValueError, match="mid_channels: expected a multiple of 3"):
+        BSSTNet(mid_channels=64)
+    with pytest.raises(ValueError, match="deformable_groups: expected an even divisor"):
+        BSSTNet(deformable_groups=5)
     with pytest.raises(ValueError, match="tile: expected a multiple of 16"):
         model.restore(x, tile=100)
     with pytest.raises(ValueError, match="frames_per_clip: expected an int >= 2"):

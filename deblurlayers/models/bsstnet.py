@@ -24,7 +24,7 @@ reports their keys as discarded).
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -544,11 +544,14 @@ class BSSTNet(nn.Module):
     def __init__(self, channels: int = 64, mid_channels: int = 192, token_dim: int = 512, num_heads: int = 4,
                  hidden_dim: int = 1000, rstb_heads: int = 6, refine_channels: int = 64,
                  deformable_groups: int = 16, theta: float = 0.3, outside_tokens: str = "zeros",
-                 flow_estimator: Optional[nn.Module] = "raft", flow_iters: int = 20,
+                 flow_estimator: Union[str, nn.Module, None] = "raft", flow_iters: int = 20,
                  blur_eps: float = 1e-6) -> None:
         super().__init__()
         if not isinstance(flow_iters, int) or flow_iters < 1:
             raise ValueError(f"flow_iters: expected an int >= 1, got {flow_iters!r}")
+        if not (flow_estimator is None or flow_estimator == "raft" or isinstance(flow_estimator, nn.Module)):
+            raise TypeError(f"flow_estimator: expected 'raft', an nn.Module or None, got {flow_estimator!r}")
+        _check_widths(channels, mid_channels, rstb_heads, deformable_groups, refine_channels)
         c, m = channels, mid_channels
         self.channels, self.mid_channels, self.flow_iters = c, m, flow_iters
         # encoder
@@ -769,6 +772,19 @@ class BSSTNet(nn.Module):
         x = self.decoder_level1_1(self.decoder_level1(x)).flatten(0, 1)
         x = self.conv_hr0(F.leaky_relu(self.upsample0(x), 0.1)) + self.skip_conv(shortcut)
         return self.last_conv(self.out_conv(x)).unflatten(0, (-1, frames))
+
+
+def _check_widths(channels, mid_channels, rstb_heads, deformable_groups, refine_channels) -> None:
+    for name, value in (("channels", channels), ("mid_channels", mid_channels), ("rstb_heads", rstb_heads),
+                        ("deformable_groups", deformable_groups), ("refine_channels", refine_channels)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    if mid_channels % 3 or mid_channels % rstb_heads:
+        raise ValueError(f"mid_channels: expected a multiple of 3 (the reconstruction's grouped conv) and of "
+                         f"rstb_heads={rstb_heads}, got {mid_channels}")
+    if deformable_groups % 2 or (2 * mid_channels) % deformable_groups or (2 * refine_channels) % deformable_groups:
+        raise ValueError(f"deformable_groups: expected an even divisor of 2·mid_channels={2 * mid_channels} and "
+                         f"2·refine_channels={2 * refine_channels}, got {deformable_groups}")
 
 
 def _without_flow_estimator(module, state_dict, prefix, local_metadata):
