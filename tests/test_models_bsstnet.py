@@ -404,6 +404,8 @@ def test_bad_inputs():
         model(x, good, torch.zeros(1, 2, 2, 5, 6))
     with pytest.raises(ValueError, match=r"flows_to_next: expected shape \(B=1, N=2"):
         model(x, torch.zeros(1, 3, 2, h, w), good)
+    with pytest.raises(TypeError, match="flows_to_prev: expected a floating-point tensor"):
+        model(x, good, good.long())
     with pytest.raises(ValueError, match="flows_to_next: required, got None"):
         BSSTNet(**{**BSSTNET_SMALL, "flow_estimator": None})(x)
     with pytest.raises(ValueError, match="flow_iters: expected an int >= 1"):

@@ -35,7 +35,7 @@ from ..layers import (BlurAwareAlignment, BlurAwareSparseTransformer, BlurMap, L
                       SoftComp, SoftSplit)
 from ..layers.blocks import pad_to_multiple
 from ..ops import flow_warp
-from ..utils import autocast_enabled, check_input, check_shape, empty_batch
+from ..utils import autocast_enabled, check_floating, check_input, check_same_device, check_shape, empty_batch
 from ._checkpoint import StateDict, register_converter
 from ._registry import register_model
 from ._tiling import tiled_inference
@@ -605,7 +605,7 @@ class BSSTNet(nn.Module):
                 flows_to_prev: Optional[torch.Tensor] = None) -> torch.Tensor:
         dims = check_input(frames, "B T C H W", name="frames", like=self, sizes={"C": 3},
                            minimum={"T": 2, "H": 1, "W": 1})
-        flows_to_next, flows_to_prev = self._check_flows(dims, flows_to_next, flows_to_prev)
+        flows_to_next, flows_to_prev = self._check_flows(dims, flows_to_next, flows_to_prev, frames)
         if dims["B"] == 0:
             return empty_batch(self, frames, flows_to_next, flows_to_prev)
         padded, (height, width) = pad_to_multiple(frames, SIZE_MULTIPLE)
@@ -619,7 +619,7 @@ class BSSTNet(nn.Module):
         out = self.decode(fused, enc11, shortcut, dims["T"]) + padded
         return out[..., :height, :width]
 
-    def _check_flows(self, dims, flows_to_next, flows_to_prev):
+    def _check_flows(self, dims, flows_to_next, flows_to_prev, frames):
         if (flows_to_next is None) != (flows_to_prev is None):
             raise ValueError("flows_to_next, flows_to_prev: expected both or neither, got one of them")
         if flows_to_next is None:
@@ -630,6 +630,8 @@ class BSSTNet(nn.Module):
         sizes = {"B": dims["B"], "N": dims["T"] - 1, "H": h, "W": w}
         for name, flow in (("flows_to_next", flows_to_next), ("flows_to_prev", flows_to_prev)):
             check_shape(flow, "B N 2 H W", name=name, sizes=sizes)
+            check_floating(flow, name=name)
+            check_same_device(flow, frames, name=name, ref_name="frames")
         return flows_to_next, flows_to_prev
 
     @torch.no_grad()
