@@ -586,7 +586,7 @@ class BSSTNet(nn.Module):
         self.flow_estimator = RAFT() if flow_estimator == "raft" else flow_estimator
         if self.flow_estimator is not None:
             self.flow_estimator.requires_grad_(False).eval()
-        self._register_state_dict_hook(_without_flow_estimator)
+        self.register_state_dict_post_hook(_without_flow_estimator)
         self.register_load_state_dict_post_hook(_ignore_missing_flow_estimator)
 
     def train(self, mode: bool = True) -> "BSSTNet":
@@ -789,10 +789,9 @@ def _check_widths(channels, mid_channels, rstb_heads, deformable_groups, refine_
                          f"2·refine_channels={2 * refine_channels}, got {deformable_groups}")
 
 
-def _without_flow_estimator(module, state_dict, prefix, local_metadata):
+def _without_flow_estimator(module, state_dict, prefix, local_metadata) -> None:
     for key in [k for k in state_dict if k.startswith(prefix + "flow_estimator.")]:
         del state_dict[key]
-    return state_dict
 
 
 def _ignore_missing_flow_estimator(module, incompatible_keys):
