@@ -362,7 +362,10 @@ def test_tiling_equals_the_untiled_model_where_one_tile_covers_the_frame():
         torch.testing.assert_close(tiled_inference(model, x, tile=64, overlap=16), whole)
         torch.testing.assert_close(model.restore(x, tile=256, frames_per_clip=None), whole)
         tiled = model.restore(x, tile=32, overlap=16, frames_per_clip=3, frame_overlap=2)
-    assert tiled.shape == x.shape and tiled.isfinite().all()
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the official AMP test
+            amp = model.restore(x, tile=32, overlap=16)
+        assert model.restore(x[:0]).shape == (0, 4, 3, 40, 52)
+    assert tiled.shape == amp.shape == x.shape and tiled.isfinite().all() and amp.isfinite().all()
 
 
 def test_restore_crops_the_whole_frame_flows_for_each_tile():

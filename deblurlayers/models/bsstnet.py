@@ -655,9 +655,9 @@ class BSSTNet(nn.Module):
             earlier, later = half[:, :-1].flatten(0, 1), half[:, 1:].flatten(0, 1)
             # O[t->t+1] = flow(f_t, f_t+1) and O[t+1->t] = flow(f_t+1, f_t), in one batch
             first, second = torch.cat((earlier, later)), torch.cat((later, earlier))
-            step = pairs_per_call or first.shape[0]
+            step = max(1, pairs_per_call or first.shape[0])
             flows = torch.cat([self.flow_estimator(first[i:i + step], second[i:i + step], iters=self.flow_iters)
-                               for i in range(0, first.shape[0], step)])
+                               for i in range(0, max(1, first.shape[0]), step)])
             flows = F.interpolate(flows, size=(h // 4, w // 4), mode="bilinear", align_corners=False) / 2
         to_next, to_prev = flows.to(frames.dtype).unflatten(0, (2, b, t - 1)).unbind(0)
         return to_next, to_prev
