@@ -430,3 +430,31 @@ def test_bad_inputs():
     align = BlurAwareAlignment(8, deformable_groups=4)
     with pytest.raises(ValueError, match=r"sharp: expected shape \(B=1, F=2"):
         align(torch.zeros(1, 16, 5, 5), torch.zeros(1, 29, 5, 5), torch.zeros(1, 2, 2, 5, 5), torch.zeros(1, 1, 5, 5))
+
+
+class ConstantFlow(torch.nn.Module):
+    """A stand-in estimator with RAFT's call: records its inputs, returns 2 px to the right."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.calls = []
+
+    def forward(self, image1, image2, iters=20):
+        self.calls.append((image1.shape, iters, float(image1.min()), float(image1.max())))
+        flow = torch.zeros(image1.shape[0], 2, *image1.shape[-2:])
+        flow[:, 0] = 2.0 * self.scale
+        return flow
+
+
+def test_any_module_with_the_estimators_call_replaces_raft():
+    estimator = ConstantFlow()
+    model = small(flow_estimator=estimator, flow_iters=3)
+    assert not estimator.scale.requires_grad and not [k for k in model.state_dict() if "scale" in k]
+    x = frames(b=1, t=3, h=32, w=48)
+    to_next, to_prev = model.estimate_flows(x)
+    # both directions of the 2 pairs in one call, on x0.5 frames in [0, 1]
+    (shape, iters, low, high), = estimator.calls
+    assert shape == (4, 3, 16, 24) and iters == 3 and 0 <= low and high <= 1
+    # 2 px at x0.5 is 1 px on the 1/4 grid
+    assert to_next.shape == (1, 2, 2, 8, 12) and torch.allclose(to_next[:, :, 0], torch.ones(()))
