@@ -204,10 +204,10 @@ class BlurAwareAlignment(ModulatedDeformConv2d):
             raise ValueError(f"deformable_groups: expected an even int >= 2 (one half per previous frame), "
                              f"got {deformable_groups!r}")
         cond_channels = 3 * channels + 5 if cond_channels is None else cond_channels
-        self.guide_channels = cond_channels
         super().__init__(2 * channels, channels, 3, padding=1, deformable_groups=deformable_groups,
                          cond_channels=cond_channels + 4, offset_channels=(channels,) * 3,
                          max_residue_magnitude=max_residue_magnitude)
+        self.guide_channels = cond_channels
 
     def forward(self, features: torch.Tensor, cond: torch.Tensor, flows: torch.Tensor,  # type: ignore[override]
                 sharp: torch.Tensor) -> torch.Tensor:

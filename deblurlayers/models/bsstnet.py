@@ -36,7 +36,7 @@ from ..layers import (BlurAwareAlignment, BlurAwareSparseTransformer, BlurMap, L
 from ..layers.blocks import pad_to_multiple
 from ..ops import flow_warp
 from ..utils import autocast_enabled, check_floating, check_input, check_same_device, check_shape, empty_batch
-from ._checkpoint import StateDict, register_converter
+from ._checkpoint import StateDict, register_converter, rename_prefixes
 from ._registry import register_model
 from ._tiling import tiled_inference
 from .flow import RAFT
@@ -655,9 +655,9 @@ class BSSTNet(nn.Module):
             earlier, later = half[:, :-1].flatten(0, 1), half[:, 1:].flatten(0, 1)
             # O[t->t+1] = flow(f_t, f_t+1) and O[t+1->t] = flow(f_t+1, f_t), in one batch
             first, second = torch.cat((earlier, later)), torch.cat((later, earlier))
-            step = max(1, pairs_per_call or first.shape[0])
-            flows = torch.cat([self.flow_estimator(first[i:i + step], second[i:i + step], iters=self.flow_iters)
-                               for i in range(0, max(1, first.shape[0]), step)])
+            step = pairs_per_call or max(1, first.shape[0])
+            flows = torch.cat([self.flow_estimator(a, b, iters=self.flow_iters)
+                               for a, b in zip(first.split(step), second.split(step))])
             flows = F.interpolate(flows, size=(h // 4, w // 4), mode="bilinear", align_corners=False) / 2
         to_next, to_prev = flows.to(frames.dtype).unflatten(0, (2, b, t - 1)).unbind(0)
         return to_next, to_prev
@@ -677,8 +677,7 @@ class BSSTNet(nn.Module):
 
         Shape: ``(B, T, 3, H, W)`` -> same.
         """
-        check_input(frames, "B T C H W", name="frames", like=self, sizes={"C": 3},
-                           minimum={"T": 2, "H": 1, "W": 1})
+        check_input(frames, "B T C H W", name="frames", like=self, sizes={"C": 3}, minimum={"T": 2, "H": 1, "W": 1})
         for name, value in (("tile", tile), ("overlap", overlap)):
             if not isinstance(value, int) or value % SIZE_MULTIPLE:
                 raise ValueError(f"{name}: expected a multiple of {SIZE_MULTIPLE} (flows on the 1/4 grid, "
@@ -729,26 +728,28 @@ class BSSTNet(nn.Module):
             current = feats[previous_branch][t]
             state = torch.zeros_like(current)
             if i > 0:
-                step = t if backward else t - 1  # index of O[t->t'] in `flows`
-                state = self._align(branch, states, current, sharp[:, t], sharp[:, order[i - 1]],
-                                    sharp[:, order[i - 2]] if i > 1 else None,
-                                    flows[:, step], checks[:, step],
-                                    flows[:, step + 1 if backward else step - 1] if i > 1 else None,
-                                    checks[:, step + 1 if backward else step - 1] if i > 1 else None)
+                # flows[:, s] carries frame t to the frame visited before it, flows[:, s2] that one to the one before
+                s = t if backward else t - 1
+                s2 = s + 1 if backward else s - 1
+                first = (states[-1], sharp[:, order[i - 1]], flows[:, s], checks[:, s])
+                second = (states[-2], sharp[:, order[i - 2]], flows[:, s2], checks[:, s2]) if i > 1 else None
+                state = self._align(branch, current, sharp[:, t], first, second)
             inputs = [feats[k][t] for k in feats] + [state]
             states.append(state + self.backbone[branch](torch.cat(inputs, dim=1)))
         return states[::-1] if backward else states
 
-    def _align(self, branch, states, current, sharp_now, sharp_1, sharp_2, flow_1, check_1, flow_12, check_12):
-        """BFA of the previous two states onto frame t (spec §4.3)."""
-        prev = states[-1]
+    def _align(self, branch, current, sharp_now, first, second):
+        """BFA of the previous two states onto frame t (spec §4.3). ``first``/``second``: the
+        state, sharp map, flow and check flow of the previous frame / of the one before it (each
+        flow from its frame's predecessor in visiting order; ``second`` is None at the second step)."""
+        prev, sharp_1, flow_1, check_1 = first
         warped_1, sharp_1 = flow_warp(prev, flow_1), flow_warp(sharp_1, flow_1)
         valid_1 = _consistency(flow_1, check_1)
-        if sharp_2 is None:
+        if second is None:
             prev_2, warped_2 = torch.zeros_like(prev), torch.zeros_like(prev)
             flow_2, sharp_2, valid_2 = torch.zeros_like(flow_1), torch.zeros_like(sharp_1), torch.zeros_like(valid_1)
         else:
-            prev_2 = states[-2]
+            prev_2, sharp_2, flow_12, check_12 = second
             flow_2 = flow_1 + flow_warp(flow_12, flow_1)
             # The official check flow composes on the wrong grid (spec §4.3); kept for the weights.
             check_2 = check_1 + flow_warp(check_12, check_1)
@@ -763,7 +764,7 @@ class BSSTNet(nn.Module):
         the input by the gated CABs: ``(B, T, C_mid, h, w)`` -> ``(B·T, C_mid, h, w)``."""
         size = features.shape[-2:]
         tokens = self.softsplit(features)
-        tokens = self.transsqattn(tokens, self.softsplit.token_blur(blur.to(features.dtype)), size)
+        tokens = self.transsqattn(tokens, self.softsplit.token_blur(blur), size)
         composed = self.softcomp(tokens, size)
         return self.cabattn(torch.cat((features, composed), dim=2).flatten(0, 1))
 
@@ -814,10 +815,8 @@ def bsstnet_loss(restored: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
 _UNCALLED = ("feat_extract.", "decoder_level1_2.", "decoder_level2.", "decoder_level2_1.", "decoder_level2_2.",
              "conv_before_upsampler.", "conv_before_input.", "upsampler.", "conv_last.")
 _GEOMETRY = (".valid_ind_rolled", ".mask_padding", ".relative_position_index")
-_RECONSTRUCTION = (("reconstruction.main.1.", "reconstruction.conv."),
-                   ("reconstruction.main.3.", "reconstruction.norm_in."),
-                   ("reconstruction.main.5.", "reconstruction.blocks."),
-                   ("reconstruction.main.7.", "reconstruction.norm_out."))
+_RECONSTRUCTION = {"reconstruction.main.1.": "reconstruction.conv.", "reconstruction.main.3.": "reconstruction.norm_in.",
+                   "reconstruction.main.5.": "reconstruction.blocks.", "reconstruction.main.7.": "reconstruction.norm_out."}
 
 
 @register_converter(BSSTNet)
@@ -832,21 +831,16 @@ def convert_bsstnet(model: nn.Module, state: StateDict) -> Tuple[StateDict, Dict
     Rearranges in between) to ``reconstruction.{conv,norm_in,blocks,norm_out}``; the channel
     LayerNorms of the gated CABs ``….norm.{weight,bias}`` to ``….norm.body.*``.
     """
-    converted, discarded = {}, {}
+    kept, discarded = {}, {}
     for key, value in state.items():
         if key.startswith(_UNCALLED):
             discarded[key] = "a module the official forward never calls"
-            continue
-        if key.endswith(_GEOMETRY):
+        elif key.endswith(_GEOMETRY):
             discarded[key] = "a geometry buffer of the official fixed 256x256 tile, computed per input here"
-            continue
-        for old, new in _RECONSTRUCTION:
-            if key.startswith(old):
-                key = new + key[len(old):]
-        if key.endswith((".norm.weight", ".norm.bias")) and not key.startswith("reconstruction."):
-            key = key.replace(".norm.", ".norm.body.")
-        converted[key] = value
-    return converted, discarded
+        else:
+            # only the gated CABs have a plain `.norm.` (the Swin and BSST layers use norm1/norm2)
+            kept[key.replace(".norm.", ".norm.body.") if key.endswith((".norm.weight", ".norm.bias")) else key] = value
+    return rename_prefixes(kept, _RECONSTRUCTION), discarded
 
 
 @register_model("bsstnet")
