@@ -215,7 +215,8 @@ def test_stage_two_gradient_input_is_not_detached():
         grad_input = model.get_grad(first[:, 1])
         out = model.stages[1](first, grad_input.detach() if detach else grad_input).restored
         (manual,) = torch.autograd.grad(out.sum(), weight, retain_graph=True)
-        assert torch.allclose(manual, full, rtol=1e-4, atol=1e-7) == expect_equal
+        # fp32 rounding moves entries by ~1e-6 of the gradient's range (~1); detaching, by ~1
+        assert torch.allclose(manual, full, rtol=1e-4, atol=1e-5) == expect_equal
 
 
 def test_frames_are_padded_to_multiples_of_8_and_cropped():

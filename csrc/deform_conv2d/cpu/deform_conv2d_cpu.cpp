@@ -11,6 +11,13 @@
 // stored transposed, cols[wg][pixel][tap][channel of wg], and the weight is
 // permuted to (Cout, KH, KW, Cin/groups) to match; per tile, one GEMM per
 // weight group gives the output, bias folded in, while the columns are cached.
+// In fp32 on an AVX-512 CPU that GEMM is our own register-blocked kernel
+// (tile_gemm.h), not at::addmm.
+//
+// Sampling waits on memory, not arithmetic: each (offset group, tap) pass over
+// a block reads three rows (dy, dx, mask) that no hardware prefetcher tracks,
+// and four scattered corners per pixel. Both are software-prefetched ahead of
+// use (prefetch_next_block, kCornerLead).
 //
 // Backward: workers take contiguous runs of tiles. Per tile the columns are
 // rebuilt; grad_weight += grad_out @ cols and grad_cols = grad_outᵀ @ weight are
@@ -30,6 +37,7 @@
 
 #include "../deform_conv2d.h"
 #include "deblurlayers/cpu_dispatch.h"
+#include "tile_gemm.h"
 
 namespace deblurlayers {
 namespace deform_conv2d {
@@ -40,6 +48,7 @@ using opmath = at::opmath_type<scalar_t>;
 
 constexpr int64_t kBlock = 64;     // output pixels whose coefficients are computed together
 constexpr int64_t kAccumulatorBytes = int64_t(1) << 30;  // all backward workers' grad_input accumulators
+constexpr int64_t kCornerLead = 8;  // pixels ahead whose corners the sampling loop prefetches
 constexpr int64_t kTileBytes = int64_t(1) << 19;  // forward column tile, per thread
 
 template <typename scalar_t>
@@ -73,6 +82,8 @@ struct Columns {
 template <typename opmath_t>
 struct TapBlock {
   int64_t first, count;          // pixels [first, first + count) of the sample
+  opmath_t origin_y[kBlock];     // ho * sh - ph: where tap (0, 0) of the pixel lies
+  opmath_t origin_x[kBlock];
   int32_t index[4][kBlock];      // y * W + x of the corner
   opmath_t weight[4][kBlock];    // interpolation weight, times the mask if folded
   opmath_t mask[kBlock];
@@ -80,35 +91,58 @@ struct TapBlock {
   opmath_t d_dy[4][kBlock];
 };
 
+// The offsets and the mask are read as 3 * offset_groups * K rows per block of pixels, each
+// touched once: too many streams for the hardware prefetchers, so every block would wait on DRAM
+// for its rows. Each block's pass therefore asks for the same rows of the next block, which it
+// reaches offset_groups * K passes later.
+template <typename scalar_t>
+inline void prefetch_next_block(const scalar_t* row, int64_t remaining) {
+  constexpr int64_t kLine = 64 / sizeof(scalar_t);
+  for (int64_t i = kBlock; i < std::min(2 * kBlock, remaining); i += kLine) __builtin_prefetch(row + i, 0, 2);
+}
+
+// Starts tb on block `block` of the chunk: its pixels and their tap origins, shared by every
+// offset group and tap.
+template <typename opmath_t>
+void locate_block(const Shape& s, const Chunk& ch, int64_t block, TapBlock<opmath_t>& tb) {
+  const int64_t b0 = block * kBlock;
+  tb.first = ch.p0 + b0;
+  tb.count = std::min(ch.len, b0 + kBlock) - b0;
+  int64_t ho = tb.first / s.Wo, wo = tb.first % s.Wo;
+  for (int64_t i = 0; i < tb.count; ++i) {
+    tb.origin_y[i] = static_cast<opmath_t>(ho * s.sh - s.ph);
+    tb.origin_x[i] = static_cast<opmath_t>(wo * s.sw - s.pw);
+    if (++wo == s.Wo) wo = 0, ++ho;
+  }
+}
+
 // The corners come from clamped_bilinear (csrc/include, the CUDA kernel's math
 // too). One flat loop without integer division or branches, so that it
 // vectorises (this needs -fno-trapping-math): it runs once per (offset group,
 // tap, pixel).
 template <bool kDerivatives, bool kFoldMask, typename scalar_t>
 DEBLURLAYERS_CPU_CLONES void prepare_block(const Inputs<scalar_t>& in, const Chunk& ch, int64_t g, int64_t k,
-                                           int64_t block, TapBlock<opmath<scalar_t>>& tb) {
+                                           TapBlock<opmath<scalar_t>>& tb) {
   using opmath_t = opmath<scalar_t>;
   const Shape& s = in.s;
-  const int64_t b0 = block * kBlock, first = ch.p0 + b0;
-  const int64_t count = std::min(ch.len, b0 + kBlock) - b0;
-  tb.first = first;
-  tb.count = count;
+  const int64_t first = tb.first, count = tb.count;
   const int64_t channel = (ch.n * s.offset_groups + g) * s.K() + k;
   const scalar_t* __restrict off_y = in.offset + 2 * channel * s.P() + first;
   const scalar_t* __restrict off_x = off_y + s.P();
-  const scalar_t* __restrict mask = in.mask != nullptr ? in.mask + channel * s.P() + first : nullptr;
-  opmath_t base_y[kBlock], base_x[kBlock];
-  int64_t ho = first / s.Wo, wo = first % s.Wo;
-  for (int64_t i = 0; i < count; ++i) {
-    base_y[i] = static_cast<opmath_t>(ho * s.sh - s.ph + (k / s.KW) * s.dh);
-    base_x[i] = static_cast<opmath_t>(wo * s.sw - s.pw + (k % s.KW) * s.dw);
-    if (++wo == s.Wo) wo = 0, ++ho;
-  }
+  // Without a mask, a block of ones: a select per pixel would become a masked load, which
+  // stalls on AMD CPUs.
+  scalar_t ones[kBlock];
+  if (in.mask == nullptr) std::fill_n(ones, kBlock, scalar_t(1));
+  const scalar_t* __restrict mask = in.mask != nullptr ? in.mask + channel * s.P() + first : ones;
+  prefetch_next_block(off_y, s.P() - first);
+  prefetch_next_block(off_x, s.P() - first);
+  if (in.mask != nullptr) prefetch_next_block(mask, s.P() - first);
+  const opmath_t tap_y = static_cast<opmath_t>((k / s.KW) * s.dh), tap_x = static_cast<opmath_t>((k % s.KW) * s.dw);
   const int32_t H = static_cast<int32_t>(s.H), W = static_cast<int32_t>(s.W);
   for (int64_t i = 0; i < count; ++i) {
-    const opmath_t y = base_y[i] + static_cast<opmath_t>(off_y[i]);
-    const opmath_t x = base_x[i] + static_cast<opmath_t>(off_x[i]);
-    const opmath_t m = mask != nullptr ? static_cast<opmath_t>(mask[i]) : opmath_t(1);  // loop-invariant test
+    const opmath_t y = tb.origin_y[i] + tap_y + static_cast<opmath_t>(off_y[i]);
+    const opmath_t x = tb.origin_x[i] + tap_x + static_cast<opmath_t>(off_x[i]);
+    const opmath_t m = static_cast<opmath_t>(mask[i]);
     const ClampedBilinear<opmath_t, int32_t> c = clamped_bilinear<opmath_t, int32_t>(x, y, H, W);
     const opmath_t scale = kFoldMask ? m : opmath_t(1);
     tb.mask[i] = m;
@@ -135,6 +169,29 @@ inline void for_each_run(const Shape& s, int64_t c_begin, int64_t c_end, Fn&& fn
   }
 }
 
+// out[i * out_stride + j] = the bilinear sample of channel j < n at the corners of pixel i of the
+// block (a run of one offset group's channels within one weight group). kChannels > 0 fixes
+// n at compile time: the common run lengths then need no vector-remainder or aliasing checks.
+template <int kChannels, typename scalar_t, typename opmath_t>
+C10_ALWAYS_INLINE void sample_run(const TapBlock<opmath_t>& tb, const scalar_t* __restrict sample, int64_t stride,
+                                  scalar_t* __restrict out, int64_t out_stride, int64_t n_runtime) {
+  const int64_t n = kChannels > 0 ? kChannels : n_runtime;
+  for (int64_t i = 0; i < tb.count; ++i, out += out_stride) {
+    if (i + kCornerLead < tb.count) {
+      for (int t = 0; t < 4; ++t) __builtin_prefetch(sample + tb.index[t][i + kCornerLead] * stride, 0, 3);
+    }
+    const scalar_t* __restrict a = sample + tb.index[0][i] * stride;
+    const scalar_t* __restrict b = sample + tb.index[1][i] * stride;
+    const scalar_t* __restrict c = sample + tb.index[2][i] * stride;
+    const scalar_t* __restrict d = sample + tb.index[3][i] * stride;
+    const opmath_t wa = tb.weight[0][i], wb = tb.weight[1][i], wc = tb.weight[2][i], wd = tb.weight[3][i];
+    for (int64_t j = 0; j < n; ++j) {
+      out[j] = static_cast<scalar_t>(wa * static_cast<opmath_t>(a[j]) + wb * static_cast<opmath_t>(b[j]) +
+                                     wc * static_cast<opmath_t>(c[j]) + wd * static_cast<opmath_t>(d[j]));
+    }
+  }
+}
+
 // Columns of every offset group and tap for one block of pixels.
 template <typename scalar_t>
 DEBLURLAYERS_CPU_CLONES void fill_columns_block(int64_t block, const Inputs<scalar_t>& in, const Chunk& ch,
@@ -142,24 +199,19 @@ DEBLURLAYERS_CPU_CLONES void fill_columns_block(int64_t block, const Inputs<scal
   using opmath_t = opmath<scalar_t>;
   const Shape& s = in.s;
   const int64_t cpg = s.channels_per_offset_group(), cin_g = s.Cin / s.groups;
-  const scalar_t* sample = in.input + ch.n * s.H * s.W * s.Cin;
   TapBlock<opmath_t> tb;
+  locate_block(s, ch, block, tb);
   for (int64_t g = 0; g < s.offset_groups; ++g) {
     for (int64_t k = 0; k < s.K(); ++k) {
-      prepare_block</*kDerivatives=*/false, /*kFoldMask=*/true>(in, ch, g, k, block, tb);
+      prepare_block</*kDerivatives=*/false, /*kFoldMask=*/true>(in, ch, g, k, tb);
       for_each_run(s, g * cpg, (g + 1) * cpg, [&](int64_t c0, int64_t c1, int64_t wg) {
-        const int64_t n = c1 - c0;
-        for (int64_t i = 0; i < tb.count; ++i) {
-          const scalar_t* __restrict a = sample + tb.index[0][i] * s.Cin + c0;
-          const scalar_t* __restrict b = sample + tb.index[1][i] * s.Cin + c0;
-          const scalar_t* __restrict c = sample + tb.index[2][i] * s.Cin + c0;
-          const scalar_t* __restrict d = sample + tb.index[3][i] * s.Cin + c0;
-          const opmath_t wa = tb.weight[0][i], wb = tb.weight[1][i], wc = tb.weight[2][i], wd = tb.weight[3][i];
-          scalar_t* __restrict out = cols.at(wg, tb.first - ch.p0 + i, k, c0 - wg * cin_g);
-          for (int64_t j = 0; j < n; ++j) {
-            out[j] = static_cast<scalar_t>(wa * static_cast<opmath_t>(a[j]) + wb * static_cast<opmath_t>(b[j]) +
-                                           wc * static_cast<opmath_t>(c[j]) + wd * static_cast<opmath_t>(d[j]));
-          }
+        const scalar_t* sample = in.input + ch.n * s.H * s.W * s.Cin + c0;
+        scalar_t* out = cols.at(wg, tb.first - ch.p0, k, c0 - wg * cin_g);
+        const int64_t out_stride = cols.K * cols.Cin_g;
+        if (c1 - c0 == 8) {
+          sample_run<8>(tb, sample, s.Cin, out, out_stride, 8);
+        } else {
+          sample_run<0>(tb, sample, s.Cin, out, out_stride, c1 - c0);
         }
       });
     }
@@ -180,9 +232,10 @@ DEBLURLAYERS_CPU_CLONES void input_offset_mask_block(int64_t block, const Inputs
   const scalar_t* sample = in.input + ch.n * s.H * s.W * s.Cin;
   opmath_t* grad_sample = grad_input + ch.n * s.H * s.W * s.Cin;
   TapBlock<opmath_t> tb;
+  locate_block(s, ch, block, tb);
   for (int64_t g = 0; g < s.offset_groups; ++g) {
     for (int64_t k = 0; k < s.K(); ++k) {
-      prepare_block</*kDerivatives=*/true, /*kFoldMask=*/false>(in, ch, g, k, block, tb);
+      prepare_block</*kDerivatives=*/true, /*kFoldMask=*/false>(in, ch, g, k, tb);
       // dot[t][i]: grad_cols · corner t over the group's channels.
       opmath_t dot[4][kBlock] = {};
       for_each_run(s, g * cpg, (g + 1) * cpg, [&](int64_t c0, int64_t c1, int64_t wg) {
@@ -235,6 +288,29 @@ int64_t tile_pixels(const Shape& s, int64_t element_size) {
   return std::min(s.P(), std::max(kBlock, fit));
 }
 
+// out_n (Cout, P) pixels [p0, p0 + len) = bias + weight @ the tile's columns, by the AVX-512
+// tile GEMM (fp32 only: the other dtypes take at::addmm), through buf (tile, Cout/groups).
+inline void gemm_tile_into_output(const Columns<float>& cols, const Chunk& ch, const Shape& s,
+                                  const PackedWeight& packed, const at::Tensor& buf, const at::Tensor& out_n) {
+  const int64_t cout_g = s.Cout / s.groups, group_rows = s.rows() / s.groups;
+  float* b = buf.mutable_data_ptr<float>();
+  float* dst = out_n.mutable_data_ptr<float>() + ch.p0;
+  for (int64_t g = 0; g < s.groups; ++g) {
+    tile_gemm(cols.at(g, 0, 0, 0), group_rows, ch.len, packed.group_weight(g), packed.group_bias(g), cout_g, b,
+              cout_g);
+    for (int64_t co = 0; co < cout_g; ++co) {
+      float* __restrict row = dst + (g * cout_g + co) * s.P();
+      for (int64_t i = 0; i < ch.len; ++i) row[i] = b[i * cout_g + co];
+    }
+  }
+}
+
+template <typename scalar_t>
+void gemm_tile_into_output(const Columns<scalar_t>&, const Chunk&, const Shape&, const PackedWeight&,
+                           const at::Tensor&, const at::Tensor&) {
+  TORCH_INTERNAL_ASSERT(false, "deform_conv2d: the tile GEMM is fp32 only");
+}
+
 at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& mask_,
                        const at::Tensor& weight_, const at::Tensor& bias_, at::IntArrayRef stride,
                        at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
@@ -253,6 +329,15 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_, cons
   const int64_t tile = tile_pixels(s, input.element_size());
   const int64_t tiles_per_sample = (s.P() + tile - 1) / tile;
   at::Tensor cols_buf = at::empty({at::get_num_threads(), groups, tile, group_rows}, input.options());
+  // fp32 on an AVX-512 CPU: our tile GEMM into a (pixels, Cout/groups) buffer, then transposed
+  // into the output; otherwise at::addmm straight into the output.
+  const bool own_gemm = input.scalar_type() == at::kFloat && tile_gemm_available();
+  PackedWeight packed;
+  at::Tensor out_buf;
+  if (own_gemm) {
+    packed = pack_weight(weight, bias.view({groups, cout_g}));
+    out_buf = at::empty({at::get_num_threads(), tile, cout_g}, input.options());
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d", [&] {
     const Inputs<scalar_t> in{input.const_data_ptr<scalar_t>(), offset.const_data_ptr<scalar_t>(),
                               has_mask(mask) ? mask.const_data_ptr<scalar_t>() : nullptr, s};
@@ -269,6 +354,10 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_, cons
         const Columns<scalar_t> view{cols.mutable_data_ptr<scalar_t>(), tile, s.Cin / groups, s.K()};
         for (int64_t b = 0; b < ch.blocks(); ++b) fill_columns_block(b, in, ch, view);
         const at::Tensor out_n = out[n].view({s.Cout, s.P()});
+        if (own_gemm) {
+          gemm_tile_into_output(view, ch, s, packed, out_buf[at::get_thread_num()], out_n);
+          continue;
+        }
         for (int64_t g = 0; g < groups; ++g) {
           at::Tensor dst = out_n.narrow(0, g * cout_g, cout_g).narrow(1, p0, ch.len);
           at::addmm_out(dst, bias[g], weight[g], cols[g].t());
