@@ -66,3 +66,14 @@ def make(case, dtype=torch.float32, requires_grad=False, seed=0):
 
 def outputs(result):
     return result if isinstance(result, tuple) else (result,)
+
+
+def check_autocast_runs_in_fp32(case, low, device_type, dtype):
+    """Under ``torch.autocast(device_type, dtype)`` the op runs in fp32 on the low-precision tensors
+    ``low``: fp32 outputs, equal to the op on the same values cast to fp32 outside autocast."""
+    with torch.autocast(device_type, dtype=dtype):
+        got = outputs(case.call(*low))
+    want = outputs(case.call(*[t.float() for t in low]))
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, w)

@@ -5,7 +5,7 @@ import torch
 
 from deblurlayers.ops import use_backend
 from helpers import TOLERANCES
-from op_cases import CASES, IDS, make, outputs
+from op_cases import CASES, IDS, check_autocast_runs_in_fp32, make, outputs
 
 
 def _loss(result):
@@ -67,14 +67,8 @@ def test_low_precision_forward_matches_fp32_reference(native_ops, case, dtype):
 @pytest.mark.parametrize("backend", ["native", "reference"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_autocast_runs_the_op_in_fp32(native_ops, case, backend):
-    low = make(case, torch.bfloat16)
     with use_backend(backend):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            got = outputs(case.call(*low))
-        want = outputs(case.call(*[t.float() for t in low]))
-    for g, w in zip(got, want):
-        assert g.dtype == torch.float32
-        torch.testing.assert_close(g, w)
+        check_autocast_runs_in_fp32(case, make(case, torch.bfloat16), "cpu", torch.bfloat16)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

@@ -8,7 +8,7 @@ import torch
 
 from deblurlayers import _native
 from helpers import TOLERANCES
-from op_cases import CASES, IDS, make, outputs
+from op_cases import CASES, IDS, check_autocast_runs_in_fp32, make, outputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -57,13 +57,7 @@ def test_cuda_opcheck(cuda_ops, case):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_cuda_fp16_autocast_runs_the_op_in_fp32(cuda_ops, case):
-    low = _to_cuda(make(case, torch.float16))
-    with torch.autocast("cuda", dtype=torch.float16):
-        got = outputs(case.call(*low))
-    want = outputs(case.call(*[t.float() for t in low]))
-    for g, w in zip(got, want):
-        assert g.dtype == torch.float32
-        torch.testing.assert_close(g, w)
+    check_autocast_runs_in_fp32(case, _to_cuda(make(case, torch.float16)), "cuda", torch.float16)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
