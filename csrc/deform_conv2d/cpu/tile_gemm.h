@@ -62,9 +62,9 @@ inline PackedWeight pack_weight(const at::Tensor& weight, const at::Tensor& bias
 
 #ifdef DEBLURLAYERS_TILE_GEMM_AVX512
 
-// out[r][0:32] (masked) = bias + sum_k a[r * lda + k] * panel[k][0:32], for r < MR.
+// out[r][0:32] (masked) = bias + sum_k a[r * K + k] * panel[k][0:32], for r < MR.
 template <int MR>
-__attribute__((target("avx512f"))) void panel_kernel(const float* __restrict a, int64_t lda, int64_t K,
+__attribute__((target("avx512f"))) void panel_kernel(const float* __restrict a, int64_t K,
                                                      const float* __restrict panel, const float* __restrict bias,
                                                      float* __restrict out, int64_t ldo, __mmask16 lo, __mmask16 hi) {
   __m512 acc_lo[MR], acc_hi[MR];
@@ -75,7 +75,7 @@ __attribute__((target("avx512f"))) void panel_kernel(const float* __restrict a, 
     const __m512 w_lo = _mm512_load_ps(panel + k * kPanel), w_hi = _mm512_load_ps(panel + k * kPanel + 16);
 #pragma GCC unroll 12
     for (int r = 0; r < MR; ++r) {
-      const __m512 x = _mm512_set1_ps(a[r * lda + k]);
+      const __m512 x = _mm512_set1_ps(a[r * K + k]);
       acc_lo[r] = _mm512_fmadd_ps(x, w_lo, acc_lo[r]);
       acc_hi[r] = _mm512_fmadd_ps(x, w_hi, acc_hi[r]);
     }
@@ -89,12 +89,12 @@ __attribute__((target("avx512f"))) void panel_kernel(const float* __restrict a, 
 
 // panel_kernel for the last, partial block of rows < MR.
 template <int MR>
-void panel_kernel_rows(int rows, const float* a, int64_t lda, int64_t K, const float* panel, const float* bias,
+void panel_kernel_rows(int rows, const float* a, int64_t K, const float* panel, const float* bias,
                        float* out, int64_t ldo, __mmask16 lo, __mmask16 hi) {
   if constexpr (MR > 1) {
-    if (rows < MR) return panel_kernel_rows<MR - 1>(rows, a, lda, K, panel, bias, out, ldo, lo, hi);
+    if (rows < MR) return panel_kernel_rows<MR - 1>(rows, a, K, panel, bias, out, ldo, lo, hi);
   }
-  panel_kernel<MR>(a, lda, K, panel, bias, out, ldo, lo, hi);
+  panel_kernel<MR>(a, K, panel, bias, out, ldo, lo, hi);
 }
 
 // out (rows, cout) with row stride ldo = bias + a (rows, K; row stride K) @ w, w packed by
@@ -107,7 +107,7 @@ inline void tile_gemm(const float* a, int64_t K, int64_t rows, const float* pack
     const __mmask16 hi = static_cast<__mmask16>(width > 16 ? (1u << (width - 16)) - 1 : 0);
     const float* panel = packed + (c0 / kPanel) * K * kPanel;
     for (int64_t r0 = 0; r0 < rows; r0 += kPanelRows) {
-      panel_kernel_rows<kPanelRows>(static_cast<int>(std::min(kPanelRows, rows - r0)), a + r0 * K, K, K, panel,
+      panel_kernel_rows<kPanelRows>(static_cast<int>(std::min(kPanelRows, rows - r0)), a + r0 * K, K, panel,
                                     bias + c0, out + r0 * ldo + c0, ldo, lo, hi);
     }
   }
