@@ -3,6 +3,7 @@
 
 #include <c10/macros/Macros.h>
 
+#include <cmath>
 #include <cstdint>
 
 namespace deblurlayers {
@@ -109,6 +110,21 @@ struct ClampedBilinear {
   opmath_t d_dy[4];
 };
 
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T floor_of(T v) {
+#ifdef __CUDA_ARCH__
+  return ::floor(v);
+#else
+  return std::floor(v);
+#endif
+}
+
+// i clamped into [0, n - 1].
+template <typename index_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE index_t clamp_index(index_t i, index_t n) {
+  return i < 0 ? 0 : (i > n - 1 ? n - 1 : i);
+}
+
 template <typename opmath_t, typename index_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE ClampedBilinear<opmath_t, index_t> clamped_bilinear(
     opmath_t x, opmath_t y, index_t H, index_t W) {
@@ -116,15 +132,19 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE ClampedBilinear<opmath_t, index_t> clamped_bil
   const opmath_t inside = (y > -one && x > -one && y < Hf && x < Wf) ? one : zero;
   y = inside != zero ? y : zero;
   x = inside != zero ? x : zero;
-  // floor() by truncation, valid because y, x > -1.
-  const index_t y0 = static_cast<index_t>(y + one) - 1, x0 = static_cast<index_t>(x + one) - 1;
-  const opmath_t fy = static_cast<opmath_t>(y0), fx = static_cast<opmath_t>(x0);
+  // A true floor, so y0 in [-1, H - 1] and x0 in [-1, W - 1]. Truncating y + 1 instead is wrong
+  // just below an integer: y = H - 2e-6 (float32) gives y + 1 = H + 1 after rounding, so y0 = H
+  // took the full weight from row H, past the map.
+  const opmath_t fy = floor_of(y), fx = floor_of(x);
+  const index_t y0 = static_cast<index_t>(fy), x0 = static_cast<index_t>(fx);
   const opmath_t ly = y - fy, lx = x - fx, hy = one - ly, hx = one - lx;
   // Whether the corner rows / columns lie in the map (1) or in the zero padding (0).
   const opmath_t r0 = fy >= zero ? inside : zero, r1 = fy + one < Hf ? inside : zero;
   const opmath_t c0 = fx >= zero ? one : zero, c1 = fx + one < Wf ? one : zero;
-  const index_t ya = y0 > 0 ? y0 : 0, yb = y0 + 1 < H - 1 ? y0 + 1 : H - 1;
-  const index_t xa = x0 > 0 ? x0 : 0, xb = x0 + 1 < W - 1 ? x0 + 1 : W - 1;
+  // Clamped on both sides, so that the indices stay in the map whatever the arithmetic above
+  // gives: the loads come before any weight can zero them.
+  const index_t ya = clamp_index(y0, H), yb = clamp_index(y0 + 1, H);
+  const index_t xa = clamp_index(x0, W), xb = clamp_index(x0 + 1, W);
   const opmath_t v00 = r0 * c0, v01 = r0 * c1, v10 = r1 * c0, v11 = r1 * c1;
   return {{ya * W + xa, ya * W + xb, yb * W + xa, yb * W + xb},
           {hy * hx * v00, hy * lx * v01, ly * hx * v10, ly * lx * v11},
