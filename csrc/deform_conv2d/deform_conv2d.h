@@ -56,7 +56,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE opmath_t sample_value(const ClampedBilinear<op
   opmath_t v = 0;
 #pragma unroll
   for (int i = 0; i < 4; ++i) v += t.weight[i] * static_cast<opmath_t>(plane[t.index[i]]);
-  return v;
+  return v + t.nan;
 }
 
 // A 1-d empty mask means no modulation (DCNv1), as torchvision's use_mask=false: the kernels then

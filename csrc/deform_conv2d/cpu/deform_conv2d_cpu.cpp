@@ -87,6 +87,7 @@ struct TapBlock {
   int32_t index[4][kBlock];      // y * W + x of the corner
   opmath_t weight[4][kBlock];    // interpolation weight, times the mask if folded
   opmath_t mask[kBlock];
+  opmath_t nan[kBlock];          // 0, or NaN for a non-finite sample (ClampedBilinear::nan)
   opmath_t d_dx[4][kBlock];      // d weight / dx (0 when outside); backward only
   opmath_t d_dy[4][kBlock];
 };
@@ -144,11 +145,13 @@ DEBLURLAYERS_CPU_CLONES void prepare_block(const Inputs<scalar_t>& in, const Chu
     const opmath_t x = tb.origin_x[i] + tap_x + static_cast<opmath_t>(off_x[i]);
     const opmath_t m = static_cast<opmath_t>(mask[i]);
     const ClampedBilinear<opmath_t, int32_t> c = clamped_bilinear<opmath_t, int32_t>(x, y, H, W);
-    const opmath_t scale = kFoldMask ? m : opmath_t(1);
     tb.mask[i] = m;
+    tb.nan[i] = c.nan;
     for (int t = 0; t < 4; ++t) {
       tb.index[t][i] = c.index[t];
-      tb.weight[t][i] = c.weight[t] * scale;
+      // Folded for sampling, the weights carry a non-finite sample's NaN into its value; the
+      // backward's scatter weights must not (the reference leaves grad_input finite).
+      tb.weight[t][i] = kFoldMask ? (c.weight[t] + c.nan) * m : c.weight[t];
       if (kDerivatives) {
         tb.d_dx[t][i] = c.d_dx[t];
         tb.d_dy[t][i] = c.d_dy[t];
@@ -261,7 +264,7 @@ DEBLURLAYERS_CPU_CLONES void input_offset_mask_block(int64_t block, const Inputs
       scalar_t* go = grad_offset + 2 * channel * s.P() + tb.first;
       scalar_t* gm = grad_mask != nullptr ? grad_mask + channel * s.P() + tb.first : nullptr;
       for (int64_t i = 0; i < tb.count; ++i) {
-        opmath_t value = 0, dx = 0, dy = 0;
+        opmath_t value = tb.nan[i], dx = 0, dy = 0;
         for (int t = 0; t < 4; ++t) {
           value += tb.weight[t][i] * dot[t][i];
           dx += tb.d_dx[t][i] * dot[t][i];

@@ -94,7 +94,7 @@ __global__ void offset_mask_kernel(const scalar_t* __restrict__ input, const sca
         dx += taps.d_dx[t] * v;
         dy += taps.d_dy[t] * v;
       }
-      d_mask += gc * value;
+      d_mask += gc * (value + taps.nan);
       d_x += gc * dx;
       d_y += gc * dy;
     }

@@ -53,9 +53,16 @@ namespace deblurlayers {
 // interpolation weight; `dweight_dx` / `dweight_dy` its derivatives with
 // respect to x and y (the same for a tap outside the map, whose value is 0,
 // so the gradients of the zero-padded surface come out right).
+//
+// A NaN or infinite coordinate reads nothing, but, as in the PyTorch reference
+// (grid_sample), it is not silently 0: `nan_x` / `nan_y` are 0 for a finite x / y
+// and NaN otherwise, and the kernels add nan_x + nan_y to the sampled value,
+// nan_y to d/dx and nan_x to d/dy (d/dx of a bilinear sample scales with the y
+// weights, and the other way round). Gradients to the sampled map stay finite.
 template <typename opmath_t>
 struct ZeroPadBilinear {
   bool inside;
+  opmath_t nan_x, nan_y;
   bool valid[4];
   int64_t offset[4];  // y * W + x of each valid tap
   opmath_t weight[4];
@@ -67,6 +74,8 @@ template <typename opmath_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE ZeroPadBilinear<opmath_t> zero_pad_bilinear(
     opmath_t x, opmath_t y, int64_t H, int64_t W) {
   ZeroPadBilinear<opmath_t> s;
+  s.nan_x = x - x;  // IEEE: 0, or NaN for NaN and +-inf (the build never enables -ffinite-math-only)
+  s.nan_y = y - y;
   s.inside = x > opmath_t(-1) && y > opmath_t(-1) && x < static_cast<opmath_t>(W) &&
              y < static_cast<opmath_t>(H);
   if (!s.inside) return s;
@@ -102,12 +111,16 @@ namespace deblurlayers {
 // (compiled with -fno-trapping-math).
 //
 // Corner t is pixel (y0 + t / 2, x0 + t % 2); `weight`, `d_dx`, `d_dy` as in ZeroPadBilinear.
+// A NaN or infinite coordinate has weights 0 (nothing is read or scattered), `nan` = NaN to add to
+// the sampled value, and NaN derivatives across the axes (d_dx when y is not finite, d_dy when x
+// is not), as grid_sample gives; `nan` is 0 otherwise.
 template <typename opmath_t, typename index_t>
 struct ClampedBilinear {
   index_t index[4];  // y * W + x, always inside the map
   opmath_t weight[4];
   opmath_t d_dx[4];
   opmath_t d_dy[4];
+  opmath_t nan;
 };
 
 template <typename T>
@@ -129,6 +142,7 @@ template <typename opmath_t, typename index_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE ClampedBilinear<opmath_t, index_t> clamped_bilinear(
     opmath_t x, opmath_t y, index_t H, index_t W) {
   const opmath_t one = 1, zero = 0, Hf = static_cast<opmath_t>(H), Wf = static_cast<opmath_t>(W);
+  const opmath_t nan_x = x - x, nan_y = y - y;  // 0, or NaN for NaN and +-inf
   const opmath_t inside = (y > -one && x > -one && y < Hf && x < Wf) ? one : zero;
   y = inside != zero ? y : zero;
   x = inside != zero ? x : zero;
@@ -148,8 +162,9 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE ClampedBilinear<opmath_t, index_t> clamped_bil
   const opmath_t v00 = r0 * c0, v01 = r0 * c1, v10 = r1 * c0, v11 = r1 * c1;
   return {{ya * W + xa, ya * W + xb, yb * W + xa, yb * W + xb},
           {hy * hx * v00, hy * lx * v01, ly * hx * v10, ly * lx * v11},
-          {-hy * v00, hy * v01, -ly * v10, ly * v11},
-          {-hx * v00, -lx * v01, hx * v10, lx * v11}};
+          {-hy * v00 + nan_y, hy * v01 + nan_y, -ly * v10 + nan_y, ly * v11 + nan_y},
+          {-hx * v00 + nan_x, -lx * v01 + nan_x, hx * v10 + nan_x, lx * v11 + nan_x},
+          nan_x + nan_y};
 }
 
 }  // namespace deblurlayers

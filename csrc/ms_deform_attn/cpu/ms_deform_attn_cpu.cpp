@@ -85,12 +85,14 @@ DEBLURLAYERS_CPU_CLONES void attend_queries(int64_t begin, int64_t end, const Ar
   for (int64_t idx = begin; idx < end; ++idx) {
     const int64_t q = idx % s.Lq, nm = idx / s.Lq, m = nm % s.M, n = nm / s.M, nq = n * s.Lq + q;
     std::fill_n(acc, s.D, opmath_t(0));
+    opmath_t nan = 0;  // NaN once a sample's location is (ZeroPadBilinear::nan_x)
     for (int64_t l = 0; l < s.L; ++l) {
       const int64_t H = in.levels.hw[2 * l], W = in.levels.hw[2 * l + 1];
       const scalar_t* v = in.value + (nm * s.S + in.levels.start[l]) * s.D;
       for (int64_t p = 0; p < s.P; ++p) {
         const int64_t i = s.sample_index(nq, m, l, p);
         const auto taps = taps_at<opmath_t>(in.loc + 2 * i, H, W);
+        nan += taps.nan_x + taps.nan_y;
         if (!taps.inside) continue;
         const opmath_t a = static_cast<opmath_t>(in.attn[i]);
         for (int t = 0; t < 4; ++t) {
@@ -99,7 +101,7 @@ DEBLURLAYERS_CPU_CLONES void attend_queries(int64_t begin, int64_t end, const Ar
       }
     }
     scalar_t* o = out + nq * s.M * s.D + m * s.D;
-    for (int64_t d = 0; d < s.D; ++d) o[d] = static_cast<scalar_t>(acc[d]);
+    for (int64_t d = 0; d < s.D; ++d) o[d] = static_cast<scalar_t>(acc[d] + nan);
   }
 }
 
@@ -136,7 +138,7 @@ DEBLURLAYERS_CPU_CLONES void backward_task(int64_t task, const scalar_t* grad_ou
     for (int64_t p = 0; p < s.P; ++p) {
       const int64_t i = s.sample_index(nq, m, l, p);
       const auto taps = taps_at<opmath_t>(in.loc + 2 * i, H, W);
-      opmath_t d_attn = 0, d_x = 0, d_y = 0;
+      opmath_t d_attn = taps.nan_x + taps.nan_y, d_x = taps.nan_y, d_y = taps.nan_x;
       if (taps.inside) {
         const opmath_t a = static_cast<opmath_t>(in.attn[i]);
         for (int t = 0; t < 4; ++t) {

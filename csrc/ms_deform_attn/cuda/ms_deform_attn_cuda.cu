@@ -51,13 +51,14 @@ __global__ void forward_kernel(const scalar_t* __restrict__ value, const int64_t
   const int64_t row = s.M * s.D;
   DEBLURLAYERS_GRID_STRIDE_LOOP(idx, n) {
     const int64_t d = idx % s.D, m = (idx / s.D) % s.M, nq = idx / row, b = nq / s.Lq;
-    opmath_t acc = 0;
+    opmath_t acc = 0, nan = 0;  // nan: see ZeroPadBilinear::nan_x
     for (int64_t l = 0; l < s.L; ++l) {
       const int64_t H = hw[2 * l], W = hw[2 * l + 1];
       const scalar_t* v = value + (b * s.S + start[l]) * row + m * s.D + d;
       for (int64_t p = 0; p < s.P; ++p) {
         const int64_t i = s.sample_index(nq, m, l, p);
         const auto taps = taps_at<opmath_t>(loc + 2 * i, H, W);
+        nan += taps.nan_x + taps.nan_y;
         if (!taps.inside) continue;
         const opmath_t a = static_cast<opmath_t>(attn[i]);
 #pragma unroll
@@ -66,7 +67,7 @@ __global__ void forward_kernel(const scalar_t* __restrict__ value, const int64_t
         }
       }
     }
-    out[idx] = static_cast<scalar_t>(acc);
+    out[idx] = static_cast<scalar_t>(acc + nan);
   }
 }
 
@@ -112,9 +113,9 @@ __global__ void backward_kernel(const scalar_t* __restrict__ grad_out, const sca
         d_x = warp_sum(d_x);
         d_y = warp_sum(d_y);
         if (lane == 0) {
-          grad_attn[i] = static_cast<scalar_t>(d_attn);
-          grad_loc[2 * i] = static_cast<scalar_t>(d_x * a * W);
-          grad_loc[2 * i + 1] = static_cast<scalar_t>(d_y * a * H);
+          grad_attn[i] = static_cast<scalar_t>(d_attn + taps.nan_x + taps.nan_y);
+          grad_loc[2 * i] = static_cast<scalar_t>(d_x * a * W + taps.nan_y);
+          grad_loc[2 * i + 1] = static_cast<scalar_t>(d_y * a * H + taps.nan_x);
         }
       }
     }
