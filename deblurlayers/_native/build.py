@@ -108,7 +108,8 @@ def build_key(root: Path, with_cuda: bool) -> str:
     cuda = f"cu{torch.version.cuda.replace('.', '')}" if with_cuda and torch.version.cuda else "cpu"
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
     flags = _cxx_flags() + (CUDA_FLAGS + [os.environ.get("TORCH_CUDA_ARCH_LIST", "")] if with_cuda else [])
-    return f"torch{torch_version}-{cuda}-{py}-{_source_hash(root, flags)}"
+    sanitized = f"-{env.sanitizer()}san" if env.sanitizer() else ""
+    return f"torch{torch_version}-{cuda}-{py}{sanitized}-{_source_hash(root, flags)}"
 
 
 def _cxx_flags() -> List[str]:
@@ -118,8 +119,15 @@ def _cxx_flags() -> List[str]:
     # -fno-trapping-math GCC will not if-convert (and so not vectorise) loops
     # of selects such as deform_conv2d's bilinear coefficients.
     if platform.system() == "Linux":
-        return CXX_FLAGS + ["-fopenmp", "-fno-trapping-math"]
-    return list(CXX_FLAGS)
+        return CXX_FLAGS + ["-fopenmp", "-fno-trapping-math"] + _sanitizer_flags()
+    return CXX_FLAGS + _sanitizer_flags()
+
+
+def _sanitizer_flags() -> List[str]:
+    # Host code only: nvcc has no AddressSanitizer (compute-sanitizer checks the CUDA kernels).
+    if env.sanitizer() == "address":
+        return ["-fsanitize=address", "-fno-omit-frame-pointer"]
+    return []
 
 
 def _cuda_wanted() -> bool:
@@ -186,7 +194,7 @@ def _compile_and_load(root: Path, build_dir: Path, with_cuda: bool) -> None:
         sources=[str(p) for p in sources(root, with_cuda)],
         extra_cflags=_cxx_flags(),
         extra_cuda_cflags=CUDA_FLAGS,
-        extra_ldflags=["-fopenmp"] if platform.system() == "Linux" else [],
+        extra_ldflags=(["-fopenmp"] if platform.system() == "Linux" else []) + _sanitizer_flags(),
         extra_include_paths=[str(root / "include")],
         build_directory=str(build_dir),
         with_cuda=with_cuda,

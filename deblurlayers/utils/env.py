@@ -6,6 +6,8 @@
 - ``DEBLURLAYERS_BUILD_TIMEOUT``: seconds to wait for another process's build
   (default 1800).
 - ``DEBLURLAYERS_VERBOSE_BUILD``: ``1`` prints the compiler commands.
+- ``DEBLURLAYERS_SANITIZE``: ``address`` builds the native library with AddressSanitizer, into a
+  cache entry of its own (the process must preload libasan: see docs/testing.md).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 from typing import Iterator, Optional
 
 BACKENDS = ("auto", "native", "reference")
+SANITIZERS = ("", "address")
 _override: Optional[str] = None
 
 
@@ -61,3 +64,11 @@ def build_timeout() -> float:
 
 def verbose_build() -> bool:
     return os.environ.get("DEBLURLAYERS_VERBOSE_BUILD", "0") not in ("", "0", "false", "False")
+
+
+def sanitizer() -> str:
+    """``address`` when ``DEBLURLAYERS_SANITIZE=address`` asks for an AddressSanitizer build, else ``""``."""
+    value = os.environ.get("DEBLURLAYERS_SANITIZE", "").strip().lower()
+    if value not in SANITIZERS:
+        raise ValueError(f"DEBLURLAYERS_SANITIZE: expected 'address' or nothing, got {value!r}")
+    return value
