@@ -311,3 +311,59 @@ def test_empty_mask_is_no_modulation_without_a_mask_of_ones(native_ops):
                           (inputs[0], inputs[1], empty, *inputs[3:], *args))
     x = t["input"].detach().requires_grad_()
     assert torch.autograd.gradcheck(lambda i: deform_conv2d(i, t["offset"].detach(), t["weight"].detach(), **kw), (x,))
+
+
+# Regressions of issue 22, regenerated from the two inputs captured from the models (float32). Both
+# hit the old floor-by-truncation of y + 1 in clamped_bilinear: just below the far border it rounded
+# up, and the kernel read a full-weight corner one row / column past the map.
+def native_equals_reference_on_every_call(x, offset, weight, bias, mask):
+    want = deform_conv2d_reference(x, offset, weight, bias, padding=1, mask=mask)
+    assert want.isfinite().all()
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs = [deform_conv2d(x, offset, weight, bias, padding=1, mask=mask) for _ in range(3)]
+            for out in outs:
+                assert torch.equal(out, outs[0])
+                torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-5)  # fp32 sums of ~150 products
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_erdn_case_a_tap_one_rounding_below_the_right_border(native_ops):
+    gen = torch.Generator().manual_seed(22)
+    # ERDN's first-stage PCD DCN at 32x32, 8 channels per offset group.
+    x = torch.randn(1, 16, 32, 32, generator=gen)
+    offset = 0.5 * torch.randn(1, 2 * 2 * 9, 32, 32, generator=gen)
+    mask = torch.rand(1, 2 * 9, 32, 32, generator=gen)
+    weight, bias = torch.randn(8, 16, 3, 3, generator=gen), torch.randn(8, generator=gen)
+    # Group 0, tap 8 (ky = kx = 2) of output (0, 31) samples x = 31 - 1 + 2 + dx, y = 0 - 1 + 2 + 0.3.
+    dx = torch.tensor(-1.147e-6)
+    offset[0, 2 * 8, 0, 31], offset[0, 2 * 8 + 1, 0, 31] = 0.3, dx
+    x_sample = torch.tensor(32.0) + dx
+    assert x_sample < 32 and torch.floor(x_sample + 1) - 1 == 32  # the trap: truncating x + 1 gives W
+    native_equals_reference_on_every_call(x, offset, weight, bias, mask)
+
+
+def test_bsstnet_refiner_case_large_saturated_offsets_at_the_borders(native_ops):
+    gen = torch.Generator().manual_seed(22)
+    # BSSTNet's flow-refiner DCN on the 1/4 grid: 16 offset groups, offsets = flows of up to 38 px
+    # plus a residue of 5 tanh(.) (a quarter saturated at +-5), a tenth of the taps one float32
+    # step below the bottom or right border.
+    h = w = 16
+    x = torch.randn(1, 32, h, w, generator=gen)
+    flows = 38 * (2 * torch.rand(1, 16, 1, 2, h, w, generator=gen) - 1)
+    residue = 5 * torch.tanh(3 * torch.randn(1, 16, 9, 2, h, w, generator=gen))
+    offset = flows + residue
+    base_y = (torch.arange(h) - 1).view(h, 1) + (torch.arange(9) // 3).view(9, 1, 1)
+    base_x = (torch.arange(w) - 1).view(1, w) + (torch.arange(9) % 3).view(9, 1, 1)
+    just_below = torch.nextafter(torch.tensor(float(h)), torch.tensor(0.0))
+    at_border = torch.rand(1, 16, 9, h, w, generator=gen) < 0.1
+    offset[:, :, :, 0] = torch.where(at_border, just_below - base_y, offset[:, :, :, 0])
+    offset[:, :, :, 1] = torch.where(at_border.roll(1, dims=-1), just_below - base_x, offset[:, :, :, 1])
+    offset = offset.reshape(1, 2 * 16 * 9, h, w)
+    mask = torch.rand(1, 16 * 9, h, w, generator=gen)
+    weight, bias = torch.randn(8, 32, 3, 3, generator=gen), torch.randn(8, generator=gen)
+    native_equals_reference_on_every_call(x, offset, weight, bias, mask)
+    native_equals_reference_on_every_call(x, offset, weight, bias, torch.ones_like(mask))
