@@ -138,3 +138,19 @@ def test_use_backend_switches_and_restores(native_ops):
     with pytest.raises(ValueError, match="backend: expected one of"):
         with use_backend("gpu"):
             pass
+
+
+def test_address_sanitizer_build_has_its_own_flags_and_cache_entry(monkeypatch):
+    from deblurlayers._native import build
+
+    root = build.source_root()
+    monkeypatch.delenv("DEBLURLAYERS_SANITIZE", raising=False)
+    plain_key, plain_flags = build.build_key(root, with_cuda=False), build._cxx_flags()
+    monkeypatch.setenv("DEBLURLAYERS_SANITIZE", "address")
+    asan_key, asan_flags = build.build_key(root, with_cuda=False), build._cxx_flags()
+    assert "-fsanitize=address" in asan_flags and "-fsanitize=address" not in plain_flags
+    assert "-fno-omit-frame-pointer" in asan_flags
+    assert "addresssan" in asan_key and asan_key != plain_key
+    monkeypatch.setenv("DEBLURLAYERS_SANITIZE", "thread")
+    with pytest.raises(ValueError, match="DEBLURLAYERS_SANITIZE: expected 'address'"):
+        build.build_key(root, with_cuda=False)
