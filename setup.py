@@ -38,6 +38,7 @@ setup(
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
     license="MIT",
+    license_files=["LICENSE"],
     python_requires=">=3.9",
     packages=find_packages(include=["deblurlayers", "deblurlayers.*"]) + sorted(csrc_dir),
     package_dir=csrc_dir,

@@ -25,11 +25,10 @@ def main(argv=None) -> int:
 
     from .info import format_status, native_status
 
-    if not args.no_build:
-        print("deblurlayers: loading native ops (the first build compiles csrc/, which can take minutes)...",
-              file=sys.stderr, flush=True)
     status = native_status(load=not args.no_build)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
+    if status["status"] == "failed":
+        return 1
     return 0 if status["status"] in ("ok", "disabled") or args.no_build else 1
 
 

@@ -89,6 +89,9 @@ def test_two_processes_building_at_once(tmp_path):
         assert proc.returncode == 0, stderr
         assert parse(stdout)["STATUS"] == "ok", stdout + stderr
     assert (build_dir / "deblurlayers_ops.so").is_file()
+    # Only the process that compiled says so; the other found the library built when it got the lock.
+    stderr = "".join(err for _, err in outputs)
+    assert stderr.count("deblurlayers: building native ops") == 1 and stderr.count("native ops built in") == 1
 
 
 def test_lock_held_by_another_process_times_out(tmp_path):
@@ -114,6 +117,13 @@ def test_info_command_reports_ops(native_ops):
     assert status["status"] == "ok"
     assert status["ops"]["haar_dwt2d"]["cpu"] and status["ops"]["haar_idwt2d"]["cpu"]
     assert status["torch"] and status["build_dir"]
+    assert status["imported_from"] == os.path.dirname(os.path.abspath(deblurlayers_init()))
+
+
+def deblurlayers_init():
+    import deblurlayers
+
+    return deblurlayers.__file__
 
 
 def test_use_backend_switches_and_restores(native_ops):
@@ -154,3 +164,37 @@ def test_address_sanitizer_build_has_its_own_flags_and_cache_entry(monkeypatch):
     monkeypatch.setenv("DEBLURLAYERS_SANITIZE", "thread")
     with pytest.raises(ValueError, match="DEBLURLAYERS_SANITIZE: expected 'address'"):
         build.build_key(root, with_cuda=False)
+
+
+def test_build_announcement_is_silenced_by_its_variable(monkeypatch, capsys):
+    from deblurlayers._native import build
+
+    monkeypatch.setenv("DEBLURLAYERS_QUIET_BUILD", "1")
+    build._announce("building")
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("DEBLURLAYERS_QUIET_BUILD")
+    build._announce("building")
+    assert capsys.readouterr().err == "deblurlayers: building\n"
+
+
+def test_info_fails_honestly_when_a_folder_shadows_the_package(tmp_path):
+    # With an editable install, the clone seen from the folder that holds it (a `deblurlayers`
+    # folder without __init__.py) is imported as a namespace package whose submodules still
+    # resolve to the real ones: the package's __init__ never runs. The same state, made directly.
+    import deblurlayers
+
+    shadow = tmp_path / "deblurlayers"
+    shadow.mkdir()
+    code = textwrap.dedent(f"""
+        import sys, types
+        package = types.ModuleType("deblurlayers")
+        package.__path__ = [{str(shadow)!r}, {os.path.dirname(deblurlayers.__file__)!r}]
+        sys.modules["deblurlayers"] = package
+        from deblurlayers.__main__ import main
+        sys.exit(main(["info", "--no-build"]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "status                failed" in proc.stdout and "ops:                  (none)" in proc.stdout
+    assert f"namespace package from {shadow}" in proc.stdout
+    assert f"imported_from         {shadow}{os.pathsep}" in proc.stdout

@@ -41,6 +41,25 @@ def test_wheel_contains_every_csrc_file(wheel):
     assert expected and expected <= names, sorted(expected - names)
 
 
+def test_wheel_ships_the_license(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    [license_name] = [n for n in names if ".dist-info/" in n and n.endswith("LICENSE")]
+    text = zipfile.ZipFile(wheel).read(license_name).decode()
+    assert text == (REPO / "LICENSE").read_text() and text.startswith("MIT License")
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    assert "License-File: LICENSE" in zipfile.ZipFile(wheel).read(metadata).decode()
+
+
+def test_sdist_ships_the_license(tmp_path):
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import tarfile
+
+    [sdist] = tmp_path.glob("deblurlayers-*.tar.gz")
+    assert any(name.endswith("/LICENSE") for name in tarfile.open(sdist).getnames())
+
+
 def test_installed_wheel_builds_and_uses_native_ops_outside_checkout(wheel, tmp_path):
     site = tmp_path / "site"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
@@ -52,6 +71,7 @@ def test_installed_wheel_builds_and_uses_native_ops_outside_checkout(wheel, tmp_
         "from deblurlayers.ops import haar_dwt2d, haar_dwt2d_reference\n"
         "x = torch.randn(2, 3, 8, 8)\n"
         "ll, hi = haar_dwt2d(x)\n"
+        "haar_dwt2d(x); deblurlayers.ops.pixel_dynamic_filter(x, torch.zeros(2, 27, 8, 8))\n"
         "torch.testing.assert_close(hi, haar_dwt2d_reference(x)[1])\n"
         "s = deblurlayers.native_status()\n"
         "print(deblurlayers.__file__); print(source_root()); print(s['status'], s['ops']['haar_dwt2d']['cpu'])\n"
@@ -64,3 +84,8 @@ def test_installed_wheel_builds_and_uses_native_ops_outside_checkout(wheel, tmp_
     assert module_file.startswith(str(site))
     assert Path(sources) == site / "deblurlayers" / "_csrc"
     assert status == "ok True"
+    # The first use announces the build, once per process, whatever the number of op calls.
+    announced = [line for line in proc.stderr.splitlines() if line.startswith("deblurlayers: ")]
+    assert len(announced) == 2, proc.stderr
+    assert announced[0].startswith("deblurlayers: building native ops (first use") and str(tmp_path / "build") in announced[0]
+    assert announced[1].startswith("deblurlayers: native ops built in ")

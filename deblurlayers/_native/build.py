@@ -158,6 +158,7 @@ def load() -> bool:
 
 def _load_locked() -> None:
     start = time.perf_counter()
+    compiling = False
     try:
         root = source_root()
         with_cuda = _cuda_wanted()
@@ -168,12 +169,24 @@ def _load_locked() -> None:
         build_dir.mkdir(parents=True, exist_ok=True)  # cpp_extension needs it to exist
         with _file_lock(build_dir.with_name(build_dir.name + ".lock"), env.build_timeout()):
             _remove_stale_baton(build_dir)
+            compiling = not (build_dir / f"{LIBRARY_NAME}.so").exists()
+            if compiling:
+                _announce(f"building native ops (first use, ~40 s on 2 cores; cached in {build_dir})")
             _compile_and_load(root, build_dir, with_cuda)
     except Exception as exc:  # a failed build must never break the caller
         _STATE.status, _STATE.reason = "failed", _summarise(exc)
     else:
         _STATE.status, _STATE.reason = "ok", ""
     _STATE.build_seconds = time.perf_counter() - start
+    if compiling:
+        outcome = "built" if _STATE.status == "ok" else "failed (python -m deblurlayers info says why)"
+        _announce(f"native ops {outcome} in {_STATE.build_seconds:.0f} s")
+
+
+def _announce(message: str) -> None:
+    """One line on stderr: a first build blocks the first op call for tens of seconds."""
+    if not env.quiet_build():
+        print(f"deblurlayers: {message}", file=sys.stderr, flush=True)
 
 
 def _preflight() -> None:

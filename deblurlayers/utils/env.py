@@ -6,6 +6,7 @@
 - ``DEBLURLAYERS_BUILD_TIMEOUT``: seconds to wait for another process's build
   (default 1800).
 - ``DEBLURLAYERS_VERBOSE_BUILD``: ``1`` prints the compiler commands.
+- ``DEBLURLAYERS_QUIET_BUILD``: ``1`` silences the two lines a first build prints to stderr.
 - ``DEBLURLAYERS_SANITIZE``: ``address`` builds the native library with AddressSanitizer, into a
   cache entry of its own (the process must preload libasan: see docs/testing.md).
 """
@@ -72,3 +73,7 @@ def sanitizer() -> str:
     if value not in SANITIZERS:
         raise ValueError(f"DEBLURLAYERS_SANITIZE: expected 'address' or nothing, got {value!r}")
     return value
+
+
+def quiet_build() -> bool:
+    return os.environ.get("DEBLURLAYERS_QUIET_BUILD", "0") not in ("", "0", "false", "False")
