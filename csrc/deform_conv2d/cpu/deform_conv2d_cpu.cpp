@@ -146,7 +146,7 @@ DEBLURLAYERS_CPU_CLONES void prepare_block(const Inputs<scalar_t>& in, const Chu
     const opmath_t m = static_cast<opmath_t>(mask[i]);
     const ClampedBilinear<opmath_t, int32_t> c = clamped_bilinear<opmath_t, int32_t>(x, y, H, W);
     tb.mask[i] = m;
-    tb.nan[i] = c.nan;
+    if (kDerivatives) tb.nan[i] = c.nan;  // the backward's grad_mask; sampling folds it into the weights
     for (int t = 0; t < 4; ++t) {
       tb.index[t][i] = c.index[t];
       // Folded for sampling, the weights carry a non-finite sample's NaN into its value; the
