@@ -149,9 +149,9 @@ DEBLURLAYERS_CPU_CLONES void prepare_block(const Inputs<scalar_t>& in, const Chu
     if (kDerivatives) tb.nan[i] = c.nan;  // the backward's grad_mask; sampling folds it into the weights
     for (int t = 0; t < 4; ++t) {
       tb.index[t][i] = c.index[t];
-      // Folded for sampling, the weights carry a non-finite sample's NaN into its value; the
+      // Folded for sampling, one weight carries a non-finite sample's NaN into its value; the
       // backward's scatter weights must not (the reference leaves grad_input finite).
-      tb.weight[t][i] = kFoldMask ? (c.weight[t] + c.nan) * m : c.weight[t];
+      tb.weight[t][i] = kFoldMask ? (t == 0 ? c.weight[t] + c.nan : c.weight[t]) * m : c.weight[t];
       if (kDerivatives) {
         tb.d_dx[t][i] = c.d_dx[t];
         tb.d_dy[t][i] = c.d_dy[t];

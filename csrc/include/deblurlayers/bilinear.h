@@ -132,12 +132,6 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T floor_of(T v) {
 #endif
 }
 
-// i clamped into [0, n - 1].
-template <typename index_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE index_t clamp_index(index_t i, index_t n) {
-  return i < 0 ? 0 : (i > n - 1 ? n - 1 : i);
-}
-
 template <typename opmath_t, typename index_t>
 C10_HOST_DEVICE C10_ALWAYS_INLINE ClampedBilinear<opmath_t, index_t> clamped_bilinear(
     opmath_t x, opmath_t y, index_t H, index_t W) {
@@ -155,10 +149,10 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE ClampedBilinear<opmath_t, index_t> clamped_bil
   // Whether the corner rows / columns lie in the map (1) or in the zero padding (0).
   const opmath_t r0 = fy >= zero ? inside : zero, r1 = fy + one < Hf ? inside : zero;
   const opmath_t c0 = fx >= zero ? one : zero, c1 = fx + one < Wf ? one : zero;
-  // Clamped on both sides, so that the indices stay in the map whatever the arithmetic above
-  // gives: the loads come before any weight can zero them.
-  const index_t ya = clamp_index(y0, H), yb = clamp_index(y0 + 1, H);
-  const index_t xa = clamp_index(x0, W), xb = clamp_index(x0 + 1, W);
+  // floor() is exact, so y0 in [-1, H - 1] and one-sided clamps put every index in the map, before
+  // any load (a weight of 0 does not make an out-of-bounds load safe).
+  const index_t ya = y0 > 0 ? y0 : 0, yb = y0 + 1 < H - 1 ? y0 + 1 : H - 1;
+  const index_t xa = x0 > 0 ? x0 : 0, xb = x0 + 1 < W - 1 ? x0 + 1 : W - 1;
   const opmath_t v00 = r0 * c0, v01 = r0 * c1, v10 = r1 * c0, v11 = r1 * c1;
   return {{ya * W + xa, ya * W + xb, yb * W + xa, yb * W + xb},
           {hy * hx * v00, hy * lx * v01, ly * hx * v10, ly * lx * v11},
