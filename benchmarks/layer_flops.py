@@ -395,7 +395,8 @@ def models_to_markdown(results: List[Dict], meta: Dict) -> str:
         if "gmacs_256_with_flow_estimator" in r:
             notes.append(f"- {r['name']}: GMACs/frame above with the flows given (the network, as the paper "
                          f"counts); with its own flow estimator {r['gmacs_256_with_flow_estimator']:.1f} at 256² and "
-                         f"{r['gmacs_720p_with_flow_estimator']:.0f} at 720p. The timed forward estimates its flows.")
+                         f"{r['gmacs_720p_with_flow_estimator']:.0f} at 720p."
+                         + (" The timed forward estimates its flows." if "native_ms" in r else ""))
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
@@ -410,6 +411,10 @@ def to_markdown(results: List[Dict], meta: Dict) -> str:
         f"torch {meta['torch']}, {meta['cpu']}, {meta['threads']} thread(s), fp32, forward pass. "
         "1 MAC = 2 FLOPs; matmul/conv/attention/grid_sample/native ops counted, elementwise ops not. "
         f"Native status: {meta['native']}.",
+    ]
+    if not results:  # --only models: no layer table, not even its header
+        return "\n".join(lines) + "\n"
+    lines += [
         "",
         "| name | input | params | GMACs | GFLOPs | native ms | reference ms | speed-up |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -447,7 +452,7 @@ def main(argv=None) -> None:
                if args.only != "models" else [])
     models = ([measure_model(name, args.threads, args.model_repeats, not args.skip_latency) for name in list_models()]
               if args.only != "layers" else [])
-    table = to_markdown(results, meta) + "\n" + models_to_markdown(models, meta)
+    table = to_markdown(results, meta) + ("\n" + models_to_markdown(models, meta) if models else "")
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "layer_flops.md").write_text(table)
