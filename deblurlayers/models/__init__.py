@@ -12,10 +12,10 @@ released checkpoints:
 - :mod:`.flow`: ``RAFT`` (BSSTNet's flow estimator; not a registered model)
 
 ``get_model(name, **kwargs)`` builds by name; ``load_official(model, checkpoint)`` loads a released
-checkpoint of the official code; ``tiled_inference(model, frames)`` runs any of them on overlapping
-tiles and chunks of frames.
+checkpoint of the official code, and ``verify_checkpoint(path, name)`` checks a downloaded file
+first; ``tiled_inference(model, frames)`` runs any of them on overlapping tiles and chunks of frames.
 """
-from ._checkpoint import OfficialLoadResult, load_official
+from ._checkpoint import CheckpointReport, OfficialLoadResult, load_official, register_converter, verify_checkpoint
 from ._registry import get_model, list_models, register_model
 from ._tiling import tiled_inference
 from .bsstnet import BSSTNet, bsstnet_loss
@@ -25,7 +25,8 @@ from .flow import RAFT
 from .fstanet import FSTANet
 from .stdanet import STDANet, STDANetStack, stdanet_loss, stdanet_stack_loss, stdanet_warp_loss
 
-__all__ = ["list_models", "get_model", "register_model", "load_official", "OfficialLoadResult", "STDANet",
+__all__ = ["list_models", "get_model", "register_model", "load_official", "OfficialLoadResult",
+           "verify_checkpoint", "CheckpointReport", "register_converter", "STDANet",
            "STDANetStack", "DSTNet", "FSTANet", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss",
            "dstnet_loss", "ERDN", "ERDNStage", "ERDNOutput", "erdn_loss", "erdn_stage_loss", "RAFT", "tiled_inference",
            "BSSTNet", "bsstnet_loss"]

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, T
 import torch
 from torch import nn
 
-__all__ = ["load_official", "register_converter", "OfficialLoadResult"]
+__all__ = ["load_official", "register_converter", "OfficialLoadResult", "verify_checkpoint", "CheckpointReport"]
 
 StateDict = Dict[str, torch.Tensor]
 # A converter returns the state dict in the model's names and the official keys it discarded
@@ -35,6 +35,38 @@ class OfficialLoadResult(NamedTuple):
     missing_keys: List[str]
     unexpected_keys: List[str]
     discarded_keys: Dict[str, str]
+
+
+class CheckpointReport(NamedTuple):
+    """What :func:`verify_checkpoint` found; ``ok`` when the file loads strictly into the model.
+
+    ``mismatched_shapes`` maps a key to ``(shape in the checkpoint, shape the model expects)``;
+    ``error`` is a converter's refusal (say, DSTNet's fixed Haar filters holding other values).
+    ``str(report)`` is a readable summary."""
+
+    name: str
+    ok: bool
+    tensors: int
+    missing_keys: List[str]
+    unexpected_keys: List[str]
+    mismatched_shapes: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]]
+    discarded_keys: Dict[str, str]
+    error: str
+
+    def __str__(self) -> str:
+        verdict = "ok: loads strictly" if self.ok else "NOT the expected checkpoint"
+        lines = [f"{self.name}: {verdict} ({self.tensors} tensors, {len(self.discarded_keys)} discarded on purpose)"]
+        if self.error:
+            lines.append(f"  refused by the converter: {self.error}")
+        if self.missing_keys:
+            lines.append(f"  missing keys ({len(self.missing_keys)}): {_abridged(self.missing_keys)}")
+        if self.unexpected_keys:
+            lines.append(f"  unexpected keys ({len(self.unexpected_keys)}): {_abridged(self.unexpected_keys)}")
+        for key, (got, want) in list(self.mismatched_shapes.items())[:20]:
+            lines.append(f"  {key}: shape {list(got)} in the checkpoint, {list(want)} expected")
+        if len(self.mismatched_shapes) > 20:
+            lines.append(f"  and {len(self.mismatched_shapes) - 20} more shape mismatches")
+        return "\n".join(lines)
 
 
 def register_converter(model_type: Type[nn.Module]) -> Callable[[Converter], Converter]:
@@ -80,9 +112,7 @@ def load_official(model: nn.Module, checkpoint: Union[str, os.PathLike, Mapping[
         >>> result = load_official(model, "DSTNet_GOPRO.pth")  # doctest: +SKIP
     """
     converter = _converter_for(model)
-    state = _unwrap(_read(checkpoint), param_key)
-    state = {_strip_module(key): value for key, value in state.items()}
-    converted, discarded = converter(model, state)
+    converted, discarded = converter(model, _official_state(checkpoint, param_key))
     own = model.state_dict()
     missing = sorted(set(own) - set(converted))
     unexpected = sorted(set(converted) - set(own))
@@ -90,8 +120,76 @@ def load_official(model: nn.Module, checkpoint: Union[str, os.PathLike, Mapping[
         raise RuntimeError(f"load_official: the checkpoint does not match {type(model).__name__}:\n"
                            f"  missing keys ({len(missing)}): {_abridged(missing)}\n"
                            f"  unexpected keys ({len(unexpected)}): {_abridged(unexpected)}")
+    mismatched = _shape_mismatches(converted, own)
+    if mismatched:  # checked before anything is copied: a failed load leaves the model as it was
+        raise RuntimeError(f"load_official: {len(mismatched)} tensor(s) of the checkpoint have other shapes than "
+                           f"{type(model).__name__}'s (another configuration of the model?); nothing was loaded:\n"
+                           + "\n".join(f"  {key}: {list(got)} in the checkpoint, {list(want)} in the model"
+                                       for key, (got, want) in list(mismatched.items())[:20]))
     model.load_state_dict({k: v for k, v in converted.items() if k in own}, strict=False)
     return OfficialLoadResult(missing, unexpected, discarded)
+
+
+def verify_checkpoint(checkpoint: Union[str, os.PathLike, Mapping[str, object]], name: str,
+                      param_key: Optional[str] = None, **model_kwargs) -> CheckpointReport:
+    """Whether ``checkpoint`` is a released checkpoint of the model registered as ``name``.
+
+    The model is built on the meta device (no memory, no weights), the checkpoint read and
+    converted as :func:`load_official` does, and its keys and shapes compared with the model's:
+    a downloaded file can be checked before anything is loaded. Nothing is downloaded.
+
+    Args:
+        checkpoint: path or (wrapped) state dict.
+        name: a name of :func:`~deblurlayers.models.list_models`, or ``"raft"`` (BSSTNet's flow
+            estimator, ``raft-things.pth``).
+        param_key: the container key to read (e.g. ``"params_ema"``).
+        **model_kwargs: the configuration, when the checkpoint is of a non-default one.
+
+    Returns:
+        :class:`CheckpointReport`; ``print(report)`` explains a mismatch.
+
+    Example:
+        >>> from deblurlayers.models import verify_checkpoint
+        >>> print(verify_checkpoint("DSTNet_GOPRO.pth", "dstnet"))  # doctest: +SKIP
+        dstnet: ok: loads strictly (292 tensors, 1 discarded on purpose)
+    """
+    model = _meta_model(name, model_kwargs)
+    try:
+        state = _official_state(checkpoint, param_key)
+    except (FileNotFoundError, TypeError, KeyError):
+        raise
+    except Exception as exc:  # a truncated or corrupt download: torch.load's zip and pickle errors
+        return CheckpointReport(name, False, 0, [], [], {}, {}, f"could not read the checkpoint: {exc}")
+    own = model.state_dict()
+    try:
+        converted, discarded = _converter_for(model)(model, dict(state))
+    except (ValueError, KeyError, RuntimeError) as exc:
+        return CheckpointReport(name, False, len(state), [], [], {}, {}, str(exc))
+    missing = sorted(set(own) - set(converted))
+    unexpected = sorted(set(converted) - set(own))
+    mismatched = _shape_mismatches(converted, own)
+    ok = not (missing or unexpected or mismatched)
+    return CheckpointReport(name, ok, len(state), missing, unexpected, mismatched, discarded, "")
+
+
+def _meta_model(name: str, model_kwargs) -> nn.Module:
+    from ._registry import get_model, list_models
+    from .flow import RAFT
+
+    if name != "raft" and name not in list_models():
+        raise ValueError(f"name: expected one of {list_models() + ['raft']}, got {name!r}")
+    with torch.device("meta"):
+        return RAFT(**model_kwargs) if name == "raft" else get_model(name, **model_kwargs)
+
+
+def _official_state(checkpoint, param_key: Optional[str]) -> StateDict:
+    state = _unwrap(_read(checkpoint), param_key)
+    return {_strip_module(key): value for key, value in state.items()}
+
+
+def _shape_mismatches(converted: StateDict, own: StateDict) -> Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]]:
+    return {key: (tuple(value.shape), tuple(own[key].shape)) for key, value in converted.items()
+            if key in own and tuple(value.shape) != tuple(own[key].shape)}
 
 
 def rename_prefixes(state: StateDict, renames: Mapping[str, str]) -> StateDict:
