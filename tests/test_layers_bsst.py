@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from deblurlayers import BlurAwareSparseAttention
 from deblurlayers.layers import BlurAwareSparseTransformer, FusionFeedForward, SoftComp, SoftSplit
-from deblurlayers.layers.bsst import select_frames, window_blur_levels
+from deblurlayers.layers.bsst import select_frames, select_frames_official, window_blur_levels
 from helpers import count_parameters
 
 
@@ -349,3 +349,59 @@ def test_partial_groups_give_finite_gradients():
     layer(x, torch.rand(1, 9, 1, 9, 5, dtype=torch.float64)).sum().backward()
     assert x.grad.isfinite().all()
     assert all(p.grad.isfinite().all() for p in layer.parameters())
+
+
+# ------------------------------------------------------------------------------------------------
+# The released code's selection (issue 21): the spec's CPU measurement of the official BSST.forward
+# on the same synthetic map (spec §3.4) is the oracle.
+# ------------------------------------------------------------------------------------------------
+def test_official_selection_reproduces_the_measured_official_frames():
+    blur = synthetic_token_blur()
+    stack = BlurAwareSparseTransformer(dim=32, depth=4, num_heads=2, hidden_dim=200, selection="official")
+    assert [layer.selection for layer in stack.transformer] == ["official"] + ["official_aliased"] * 3
+    sel = [layer.select(blur) for layer in stack.transformer]
+    win00, win12 = 0, 1 * 4 + 2
+    # Layer 0: blur-aware, as intended: (0, 0) -> queries [0, 2], keys/values [4, 6].
+    assert sel[0].active[0].nonzero().flatten().tolist() == [win00]
+    assert sel[0].query_frames[0, win00].tolist() == [0, 2] and sel[0].kv_frames[0, win00].tolist() == [4, 6]
+    # Layer 1: the active windows are still right, the frames blur-blind: queries [0, 1], K/V [1, 3].
+    assert sel[1].active[0].nonzero().flatten().tolist() == [win00, win12]
+    for win in (win00, win12):
+        assert sel[1].query_frames[0, win].tolist() == [0, 1] and sel[1].kv_frames[0, win].tolist() == [1, 3]
+    # Layer 2: queries [0, 1], K/V [0, 2]; layer 3 as layer 1.
+    assert sel[2].query_frames[0, win00].tolist() == [0, 1] and sel[2].kv_frames[0, win00].tolist() == [0, 2]
+    for field in ("active", "query_frames", "kv_frames"):
+        assert torch.equal(getattr(sel[3], field), getattr(sel[1], field))
+
+
+def test_official_first_layer_ranks_every_frame_with_ties_to_the_lowest_index():
+    # One window, T = 8, Kq = Kkv = 2.
+    levels = torch.zeros(1, 8, 1, 1)
+    levels[0, 2], levels[0, 6] = 0.9, 0.5
+    sel = select_frames_official(levels, parity=0, theta=0.3)
+    assert sel.query_frames[0, 0].tolist() == [2, 6]          # the two blurriest even frames
+    assert sel.kv_frames[0, 0].tolist() == [0, 4]             # (1 - U) = 1 for frames 0, 4: ties, lowest first
+    # Only frame 0 blurry: the second query is the lowest-index frame of score 0, frame 1, odd.
+    levels = torch.zeros(1, 8, 1, 1)
+    levels[0, 0] = 0.9
+    sel = select_frames_official(levels, parity=0, theta=0.3)
+    assert sel.query_frames[0, 0].tolist() == [0, 1]
+    aliased = select_frames_official(levels, parity=1, theta=0.3, aliased=True)
+    assert aliased.query_frames[0, 0].tolist() == [0, 1] and aliased.kv_frames[0, 0].tolist() == [1, 3]
+    assert not aliased.active.any()                            # no odd frame is blurry
+
+
+def test_official_selection_is_the_models_default_and_blur_the_layers():
+    from deblurlayers.models import BSSTNet
+
+    from model_cases import BSSTNET_SMALL
+
+    model = BSSTNet(**{**BSSTNET_SMALL, "flow_estimator": None})
+    assert [layer.selection for layer in model.transsqattn.transformer] == ["official"] + ["official_aliased"] * 3
+    blur = BSSTNet(**{**BSSTNET_SMALL, "flow_estimator": None, "selection": "blur"})
+    assert {layer.selection for layer in blur.transsqattn.transformer} == {"blur"}
+    assert BlurAwareSparseTransformer(dim=32, num_heads=2, hidden_dim=200).selection == "blur"
+    with pytest.raises(ValueError, match="selection: expected 'blur' or 'official'"):
+        BlurAwareSparseTransformer(dim=32, num_heads=2, hidden_dim=200, selection="official_aliased")
+    with pytest.raises(ValueError, match="selection: expected one of"):
+        BlurAwareSparseAttention(dim=32, num_heads=2, hidden_dim=200, selection="paper")

@@ -6,8 +6,10 @@ Tokens are channels-last, ``(B, T, h, w, C)``, as the linear layers of a transfo
 The official code (``sparse_transformer.py``) is followed for the data flow and parameter names,
 with these differences (see ``docs/layers/bsst.md``):
 
-- the temporal selection is the *intended* one in every layer (the official code zeroes an alias of
-  the window blur levels in place, so layers 2-4 select frames by sort tie order, not by blur);
+- the temporal selection is a choice: ``selection="blur"`` (the layers' default) is the *intended*
+  one in every layer; ``"official"`` (BSSTNet's default, what the released weights were trained
+  under) reproduces the released code, which zeroes an alias of the window blur levels in place, so
+  that layers 2-4 select frames by sort tie order, not by blur (``select_frames_official``);
 - any batch size, token grid (padded to the window grid) and T; ``Kq``, ``Kkv`` are arguments;
 - key/value tokens outside the image enter the sparse attention's softmax as zero vectors, as in the
   official code (the released weights were trained so); ``outside_tokens="masked"`` leaves them out;
@@ -28,12 +30,14 @@ from ..utils import check_input, check_shape, conv_output_size, empty_batch, to_
 
 __all__ = [
     "SoftSplit", "SoftComp", "FusionFeedForward", "SparseWindowAttention", "BlurAwareSparseAttention",
-    "BlurAwareSparseTransformer", "FrameSelection", "window_blur_levels", "select_frames",
+    "BlurAwareSparseTransformer", "FrameSelection", "window_blur_levels", "select_frames", "select_frames_official",
 ]
 
 IntPair = Union[int, Tuple[int, int]]
 WINDOW_POOLS = ("avg", "max")
 OUTSIDE_TOKENS = ("zeros", "masked")
+# Per layer: the intended selection, the released code's first layer, its later layers.
+SELECTIONS = ("blur", "official", "official_aliased")
 
 
 def _grid_size(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int],
@@ -266,6 +270,44 @@ def select_frames(window_blur: torch.Tensor, *, parity: Optional[int], theta: Op
     return FrameSelection(active, candidates[blurriest].sort(-1).values, candidates[sharpest].sort(-1).values)
 
 
+def select_frames_official(window_blur: torch.Tensor, *, parity: Optional[int], theta: Optional[float],
+                           num_query_frames: Optional[int] = None, num_kv_frames: Optional[int] = None,
+                           aliased: bool = False) -> FrameSelection:
+    """The selection of the released code (``BSST.forward``), which the released weights learned.
+
+    Active windows as in :func:`select_frames` (the official code computes them before the bug
+    below). The frames, though, are ranked among *all* ``T`` frames: queries by the scores
+    ``U·[t ≡ parity]``, keys/values by ``(1 − U)·[t ≡ parity]``, each by a stable descending sort,
+    so ties go to the lowest frame index (what the official code gives on the CPU). A layer whose
+    candidates hold fewer blurry frames than ``Kq`` thus takes frames of the other parity too.
+
+    In the official code the query scores are an alias of the window blur levels and the first
+    layer zeroes the other parity's frames in place, which zeroes the levels themselves: every
+    later layer (``aliased=True``) ranks with ``U = 0``. Its queries are frames ``0 … Kq−1`` of every
+    active window (both parities) and its keys/values the first ``Kkv`` frames of its parity.
+
+    Shape:
+        - window_blur: ``(B, T, nh, nw)`` (``window_blur_levels``)
+    """
+    dims = check_shape(window_blur, "B T nh nw", name="window_blur")
+    frames = dims["T"]
+    if parity not in (None, 0, 1):
+        raise ValueError(f"parity: expected 0, 1 or None, got {parity!r}")
+    t = torch.arange(frames, device=window_blur.device)
+    candidate = torch.ones_like(t, dtype=torch.bool) if parity is None else t % 2 == parity
+    levels = rearrange(window_blur, "b t nh nw -> b (nh nw) t")
+    active = None if theta is None else ((levels > theta) & candidate).any(-1)
+    if parity is not None and frames <= parity:  # no candidate frame (T = 1, odd layer)
+        return FrameSelection(torch.zeros_like(active) if active is not None else None, None, None)
+    kq = _frame_count(num_query_frames, frames, frames, "num_query_frames")
+    kkv = _frame_count(num_kv_frames, frames, frames, "num_kv_frames")
+    scored = torch.zeros_like(levels) if aliased else levels
+    mask = candidate.to(levels.dtype)
+    queries = torch.sort(scored * mask, dim=-1, descending=True, stable=True).indices[..., :kq]
+    kv = torch.sort((1 - scored) * mask, dim=-1, descending=True, stable=True).indices[..., :kkv]
+    return FrameSelection(active, queries.sort(-1).values, kv.sort(-1).values)
+
+
 def _frame_count(requested: Optional[int], frames: int, candidates: int, name: str) -> int:
     if requested is None:
         return min(max(1, frames // 4), candidates)
@@ -489,6 +531,9 @@ class BlurAwareSparseAttention(nn.Module):
         window_pool: ``"avg"`` (official) or ``"max"`` (paper) window blur level.
         outside_tokens: ``"zeros"`` (official) or ``"masked"``: how the sparse attention treats the
             region positions outside the image (see :class:`SparseWindowAttention`).
+        selection: ``"blur"`` (default: the paper's blur-aware selection, :func:`select_frames`),
+            ``"official"`` (the released code's first layer) or ``"official_aliased"`` (its later
+            layers, blind to blur): :func:`select_frames_official`.
 
     Shape:
         - tokens: ``(B, T, h, w, dim)``
@@ -507,8 +552,11 @@ class BlurAwareSparseAttention(nn.Module):
                  fold_stride: IntPair = 2, fold_padding: IntPair = 2, theta: Optional[float] = 0.3,
                  parity: Optional[int] = 0, num_query_frames: Optional[int] = None,
                  num_kv_frames: Optional[int] = None, group_frames: Optional[int] = None,
-                 window_pool: str = "avg", init_std: float = 0.01, outside_tokens: str = "zeros") -> None:
+                 window_pool: str = "avg", init_std: float = 0.01, outside_tokens: str = "zeros",
+                 selection: str = "blur") -> None:
         super().__init__()
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection: expected one of {SELECTIONS}, got {selection!r}")
         if parity not in (None, 0, 1):
             raise ValueError(f"parity: expected 0, 1 or None, got {parity!r}")
         if window_pool not in WINDOW_POOLS:
@@ -517,7 +565,7 @@ class BlurAwareSparseAttention(nn.Module):
                             ("group_frames", group_frames)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}: expected a positive int or None, got {value!r}")
-        self.theta, self.parity, self.window_pool = theta, parity, window_pool
+        self.theta, self.parity, self.window_pool, self.selection = theta, parity, window_pool, selection
         self.num_query_frames, self.num_kv_frames, self.group_frames = num_query_frames, num_kv_frames, group_frames
         self.attention = SparseWindowAttention(dim, num_heads, window_size, pool_size, expand_size, outside_tokens)
         self.norm1 = nn.LayerNorm(dim)
@@ -528,8 +576,11 @@ class BlurAwareSparseAttention(nn.Module):
     def select(self, blur: torch.Tensor) -> FrameSelection:
         """The windows and frames this layer attends sparsely for token blur ``(B, T, 1, h, w)``."""
         levels = window_blur_levels(blur, self.attention.window_size, self.window_pool)
-        return select_frames(levels, parity=self.parity, theta=self.theta,
-                             num_query_frames=self.num_query_frames, num_kv_frames=self.num_kv_frames)
+        counts = dict(num_query_frames=self.num_query_frames, num_kv_frames=self.num_kv_frames)
+        if self.selection == "blur":
+            return select_frames(levels, parity=self.parity, theta=self.theta, **counts)
+        return select_frames_official(levels, parity=self.parity, theta=self.theta,
+                                      aliased=self.selection == "official_aliased", **counts)
 
     def forward(self, tokens: torch.Tensor, blur: torch.Tensor,
                 fold_size: Optional[Sequence[int]] = None) -> torch.Tensor:
@@ -547,21 +598,30 @@ class BlurAwareSparseAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"theta={self.theta}, parity={self.parity}, num_query_frames={self.num_query_frames}, " \
                f"num_kv_frames={self.num_kv_frames}, group_frames={self.group_frames}, " \
-               f"window_pool={self.window_pool!r}"
+               f"window_pool={self.window_pool!r}, selection={self.selection!r}"
 
 
 class BlurAwareSparseTransformer(nn.Module):
     """``depth`` BSST layers whose candidate-frame parity alternates (official
     ``TemporalSparseTransformerBlock``; parameter names ``transformer.{i}.*``).
 
+    ``selection="blur"`` (default) gives every layer the paper's blur-aware selection;
+    ``"official"`` reproduces the released code: its first layer ranks frames by blur, every later
+    one is blind to it (``"official_aliased"``, see :func:`select_frames_official`).
+
     Shape: as ``BlurAwareSparseAttention``.
     """
 
-    def __init__(self, dim: int = 512, depth: int = 4, **layer_kwargs) -> None:
+    def __init__(self, dim: int = 512, depth: int = 4, selection: str = "blur", **layer_kwargs) -> None:
         super().__init__()
         if "parity" in layer_kwargs:
             raise TypeError("parity: set per layer by the stack (layer index mod 2)")
-        self.transformer = nn.ModuleList(BlurAwareSparseAttention(dim, parity=i % 2, **layer_kwargs)
+        if selection not in ("blur", "official"):
+            raise ValueError(f"selection: expected 'blur' or 'official', got {selection!r}")
+        self.selection = selection
+        per_layer = ["blur"] * depth if selection == "blur" else ["official"] + ["official_aliased"] * (depth - 1)
+        self.transformer = nn.ModuleList(BlurAwareSparseAttention(dim, parity=i % 2, selection=per_layer[i],
+                                                                  **layer_kwargs)
                                          for i in range(depth))
 
     def forward(self, tokens: torch.Tensor, blur: torch.Tensor,

@@ -17,9 +17,10 @@ Data flow for a clip ``(B, T, 3, H, W)`` (``docs/models/bsstnet.md``):
 7. a Shift-Net decoder (:class:`ShiftBlock`) to full resolution, plus the input frames.
 
 Unlike the official code: any batch size, any ``H×W`` (padded to multiples of 16 and cropped back),
-any ``T >= 2``; the BSST selection is the intended one in every layer; the blur map has an epsilon;
-the 8.27 M parameters of modules the official forward never calls are not built (the converter
-reports their keys as discarded).
+any ``T >= 2``; the blur map has an epsilon; the 8.27 M parameters of modules the official forward never calls are not built (the converter
+reports their keys as discarded). The BSST frame selection is the released code's by default
+(``selection="official"``: only the first sparse-attention layer selects by blur, as the released
+weights were trained); ``selection="blur"`` is the paper's in every layer.
 """
 from __future__ import annotations
 
@@ -528,6 +529,10 @@ class BSSTNet(nn.Module):
             ``raft-things.pth`` with ``load_official(model.flow_estimator, path)``.
         flow_iters: RAFT iterations (20, official).
         blur_eps: the blur map's epsilon (the official code has none: static clips give NaN).
+        selection: the BSST layers' frame selection: ``"official"`` (default: the released code,
+            whose later layers are blind to blur through an aliasing bug, and which the released
+            weights were trained under) or ``"blur"`` (the paper's blur-aware selection in every
+            layer); see :func:`~deblurlayers.layers.bsst.select_frames_official`.
 
     Shape:
         - frames: ``(B, T, 3, H, W)`` in [0, 1], ``T >= 2``; any ``H×W`` (padded by reflection to
@@ -545,7 +550,7 @@ class BSSTNet(nn.Module):
                  hidden_dim: int = 1000, rstb_heads: int = 6, refine_channels: int = 64,
                  deformable_groups: int = 16, theta: float = 0.3, outside_tokens: str = "zeros",
                  flow_estimator: Union[str, nn.Module, None] = "raft", flow_iters: int = 20,
-                 blur_eps: float = 1e-6) -> None:
+                 blur_eps: float = 1e-6, selection: str = "official") -> None:
         super().__init__()
         if not isinstance(flow_iters, int) or flow_iters < 1:
             raise ValueError(f"flow_iters: expected an int >= 1, got {flow_iters!r}")
@@ -572,7 +577,8 @@ class BSSTNet(nn.Module):
         # blur-aware sparse transformer
         self.softsplit = SoftSplit(m, token_dim)
         self.transsqattn = BlurAwareSparseTransformer(token_dim, depth=4, num_heads=num_heads, hidden_dim=hidden_dim,
-                                                      theta=theta, outside_tokens=outside_tokens)
+                                                      theta=theta, outside_tokens=outside_tokens,
+                                                      selection=selection)
         self.softcomp = SoftComp(m, token_dim)
         self.cabattn = nn.Sequential(GatedCAB(m, 5, extra_channels=m), GatedCAB(m, 5))
         # decoder
