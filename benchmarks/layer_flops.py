@@ -16,7 +16,7 @@ runs) and peak extra memory (a fresh process each, benchmarks/_memory.py) at
 256x256, native vs reference.
 
 The tables are printed and written to benchmarks/results/layer_flops.{md,json}.
-Each later layer adds its rows to ROWS, each model its entry to MODELS.
+Each later layer adds its rows to ROWS; the models' rows come from their model cards.
 """
 from __future__ import annotations
 
@@ -254,12 +254,18 @@ ROWS: List[Row] = [
 ]
 
 
+# Clip length of the timed forward for the models that take any T (the others take their card's
+# frames_in): short enough for a CPU run.
+ANY_T_FRAMES = {"dstnet": 5, "dstnet_l": 5, "fstanet": 5, "bsstnet": 8}
+
+
 @dataclass
 class ModelInfo:
     """A registered model's benchmark input (``frames`` frames in, ``outputs`` restored frames out)
-    and what its paper reports. ``flops_frames``: the clip length FLOPs are counted at (default
-    ``frames``). ``takes_flows``: the model accepts flows at 1/4 resolution (BSSTNet); its FLOPs are
-    counted with given flows (the network, as the paper counts) and with its own flow estimator."""
+    and what its paper reports, from its model card. ``flops_frames``: the clip length FLOPs are
+    counted at (default ``frames``). ``takes_flows``: the model accepts flows at 1/4 resolution
+    (BSSTNet); its FLOPs are counted with given flows (the network, as the paper counts) and with
+    its own flow estimator."""
 
     frames: int
     outputs: int
@@ -267,19 +273,13 @@ class ModelInfo:
     flops_frames: Optional[int] = None
     takes_flows: bool = False
 
+    @classmethod
+    def from_card(cls, name: str) -> "ModelInfo":
+        from deblurlayers.models import get_model_card
 
-MODELS: Dict[str, ModelInfo] = {
-    "stdanet": ModelInfo(3, 1, "1677 GMACs/frame at 720p; params not given"),
-    "stdanet_stack": ModelInfo(5, 1, "6000 GMACs/frame at 720p; params not given"),
-    "dstnet": ModelInfo(5, 5, "7.45 M params (official count incl. 1,024 frozen Haar values); 0.08 s at 720p on an A6000"),
-    "dstnet_l": ModelInfo(5, 5, "16.96 M params (incl. 1,024 frozen Haar values); 0.28 s at 720p on an A6000"),
-    "fstanet": ModelInfo(5, 1, "derived network: no figures (paper: GoPro 31.61 dB)"),
-    "erdn": ModelInfo(5, 1, "22.84 M params per stage (Net-4); spec: 2,148 / 30,200 GMACs at 256² / 720p"),
-    "erdn_single": ModelInfo(3, 1, "22.84 M params (Net-4); spec: 537 / 7,550 GMACs at 256² / 720p"),
-    "bsstnet": ModelInfo(8, 8, "133 \"GFLOPs\" (MACs) per 256² frame at T = 48 without RAFT; 28 ms/frame (A100); "
-                               "params not given (spec: 46.73 M in net_g, 38.46 M called)",
-                         flops_frames=48, takes_flows=True),
-}
+        card = get_model_card(name)
+        frames = card.frames_in or ANY_T_FRAMES[name]
+        return cls(frames, frames if card.output == "clip" else 1, card.compute, card.flops_frames, card.takes_flows)
 
 
 def _params(fn: Callable, trainable_only: bool = False) -> int:
@@ -343,7 +343,7 @@ def _model_peak_mb(name: str, shape: Tuple[int, ...], backend: str, threads: int
 def measure_model(name: str, threads: int, repeats: int, latency: bool) -> Dict:
     from deblurlayers.models import get_model
 
-    info = MODELS[name]
+    info = ModelInfo.from_card(name)
     model = get_model(name)
     frames = info.flops_frames or info.frames
     outputs = info.outputs * frames // info.frames
@@ -436,11 +436,12 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=("all", "layers", "models"), default="all", help="which tables to run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write layer_flops.{md,json}")
     args = parser.parse_args(argv)
-    from deblurlayers.models import list_models
+    from deblurlayers.models import get_model_card, list_models
 
-    missing = sorted(set(list_models()) - set(MODELS))
+    missing = sorted(name for name in list_models() if ANY_T_FRAMES.get(name) is None
+                     and get_model_card(name).frames_in is None)
     if missing:
-        raise SystemExit(f"layer_flops.py: no MODELS entry for registered model(s) {missing}")
+        raise SystemExit(f"layer_flops.py: no ANY_T_FRAMES entry for registered model(s) {missing}")
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)

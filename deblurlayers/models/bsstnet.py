@@ -38,6 +38,7 @@ from ..layers.blocks import pad_to_multiple
 from ..ops import flow_warp
 from ..utils import autocast_enabled, check_floating, check_input, check_same_device, check_shape, empty_batch
 from ._checkpoint import StateDict, register_converter, rename_prefixes
+from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
 from ._tiling import tiled_inference
 from .flow import RAFT
@@ -849,7 +850,24 @@ def convert_bsstnet(model: nn.Module, state: StateDict) -> Tuple[StateDict, Dict
     return rename_prefixes(kept, _RECONSTRUCTION), discarded
 
 
-@register_model("bsstnet")
+_BSST_WHERE = ("the repository's model_zoo/ (the test configs' path; the README says model_zoos/); "
+               "see its README for the download link")
+
+BSSTNET_CARD = ModelCard(
+    name="bsstnet", paper="Blur-aware Spatio-temporal Sparse Transformer for Video Deblurring (Zhang, Xie, Yao; CVPR 2024)",
+    code="https://github.com/huicongzhang/BSSTNet", frames_in=None, min_frames=2, output="clip",
+    output_type="Tensor (B, T, 3, H, W)", size_multiple=SIZE_MULTIPLE, parameters=38_463_754,
+    official_parameters=46_734_797, loss=bsstnet_loss,
+    compute='133 "GFLOPs" (MACs) and 28 ms (A100) per 256x256 frame at T = 48, without RAFT (Table 3)',
+    reported=(Reported("GoPro", 35.98, 0.9792, "Table 1"), Reported("DVD", 34.95, 0.9703, "Table 2")),
+    checkpoints=(Checkpoint("BSST_gopro.pth", "GoPro", "params", _BSST_WHERE),
+                 Checkpoint("BSST_dvd.pth", "DVD", "params", _BSST_WHERE),
+                 Checkpoint("raft-things.pth", "flow estimator (load into model.flow_estimator)", None,
+                            "RAFT's download_models.sh (princeton-vl/RAFT), models.zip")),
+    manifest="BSST", flops_frames=48, takes_flows=True)
+
+
+@register_model("bsstnet", card=BSSTNET_CARD)
 def bsstnet(**kwargs) -> BSSTNet:
     """BSSTNet as released (38.46 M parameters, plus RAFT-large's 5.26 M as its flow estimator)."""
     return BSSTNet(**kwargs)

@@ -17,6 +17,7 @@ from ..layers.blocks import pad_to_multiple
 from ..utils import empty_batch
 from ._checkpoint import StateDict, register_converter
 from ._common import check_clip
+from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
 
 __all__ = ["DSTNet", "dstnet_loss", "official_haar_filters"]
@@ -140,13 +141,40 @@ def convert_dstnet(model: nn.Module, state: StateDict) -> Tuple[StateDict, Dict[
     return out, discarded
 
 
-@register_model("dstnet")
+_DSTNET_PAPER = ("Deep Discriminative Spatial and Temporal Network for Efficient Video Deblurring "
+                 "(Pan, Xu, Dong, Ge, Tang; CVPR 2023)")
+_DSTNET_CODE = "https://github.com/xuboming8/DSTNet"
+_DSTNET_WHERE = "the repository's experiments/ folder (README: 'Models are available in ./experiments/')"
+
+DSTNET_CARD = ModelCard(
+    name="dstnet", paper=_DSTNET_PAPER, code=_DSTNET_CODE, frames_in=None, min_frames=1, output="clip",
+    output_type="Tensor (B, T, 3, H, W)", size_multiple=SIZE_MULTIPLE, parameters=7_449_795,
+    official_parameters=7_450_819, loss=dstnet_loss,
+    compute="7.45 M parameters; 0.08 s per 1280x720 frame on an A6000 (Table 1)",
+    reported=(Reported("GoPro", 34.16, 0.9679, "Table 1"), Reported("DVD", 33.79, 0.9615, "Table 2"),
+              Reported("BSD 1ms-8ms", 34.45, 0.9548, "Table 3")),
+    checkpoints=tuple(Checkpoint(f"experiments/{file}.pth", dataset, "params", _DSTNET_WHERE)
+                      for file, dataset in (("GOPRO", "GoPro"), ("DVD", "DVD"), ("BSD", "BSD 1ms-8ms"))),
+    manifest="DSTNet")
+
+DSTNET_L_CARD = ModelCard(
+    name="dstnet_l", paper=_DSTNET_PAPER, code=_DSTNET_CODE, frames_in=None, min_frames=1, output="clip",
+    output_type="Tensor (B, T, 3, H, W)", size_multiple=SIZE_MULTIPLE, parameters=16_964_003,
+    official_parameters=16_965_027, loss=dstnet_loss,
+    compute="16.96 M parameters; 0.28 s per 1280x720 frame on an A6000 (Table 7)",
+    reported=(Reported("GoPro", 35.05, 0.9733, "Table 7"),),
+    checkpoints=(Checkpoint("experiments/GOPRO_Large.pth", "GoPro", "params", _DSTNET_WHERE,
+                            config={"num_feat": 96, "prop_feat": 144, "num_blocks": 30}),),
+    manifest="DSTNet_L")
+
+
+@register_model("dstnet", card=DSTNET_CARD)
 def dstnet(**kwargs) -> DSTNet:
     """DSTNet (C = P = 64, 15 blocks; 7.45 M parameters)."""
     return DSTNet(**kwargs)
 
 
-@register_model("dstnet_l")
+@register_model("dstnet_l", card=DSTNET_L_CARD)
 def dstnet_l(**kwargs) -> DSTNet:
     """DSTNet-L (C = 64, P = 96, 30 blocks; 16.96 M parameters)."""
     return DSTNet.large(**kwargs)

@@ -22,6 +22,7 @@ from ..layers.blocks import ResBlock, decoder_stage, encoder_stage, output_stage
 from ..utils import check_input, check_shape, empty_batch
 from ._checkpoint import StateDict, register_converter
 from ._common import check_clip
+from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
 
 __all__ = ["ERDN", "ERDNStage", "ERDNOutput", "StageOutput", "DualPyramidAlign", "RestorationUNet",
@@ -458,13 +459,40 @@ def convert_erdn(model: nn.Module, state: StateDict) -> Tuple[StateDict, Dict[st
     return converted, discarded
 
 
-@register_model("erdn")
+_ERDN_PAPER = ("ERDN: Equivalent Receptive Field Deformable Network for Video Deblurring "
+               "(Jiang, Xie, Xia, Li, Liu; ECCV 2022)")
+_ERDN_CODE = "https://github.com/TencentCloud/ERDN"
+_ERDN_WHERE = "the Baidu Netdisk link of the README's Quick Inference (extraction key csig)"
+
+ERDN_CARD = ModelCard(
+    name="erdn", paper=_ERDN_PAPER, code=_ERDN_CODE, frames_in=5, min_frames=5, output="centre",
+    output_type="Tensor (B, 3, H, W); ERDNOutput with return_details=True", size_multiple=PAD_MULTIPLE,
+    parameters=46_048_008, official_parameters=46_195_738, loss=erdn_loss,
+    compute="22.84 M parameters per stage (Table 2, Net-4)",
+    reported=(Reported("GoPro", 32.48, 0.9329, "Table 1"), Reported("DVD", 33.31, 0.9395, "Table 1"),
+              Reported("HFR-DVD", 32.14, 0.9173, "Table 1")),
+    checkpoints=(Checkpoint("model_DVD.pt", "DVD", None, _ERDN_WHERE),),
+    manifest="ERDN")
+
+ERDN_SINGLE_CARD = ModelCard(
+    name="erdn_single", paper=_ERDN_PAPER, code=_ERDN_CODE, frames_in=3, min_frames=3, output="centre",
+    output_type="Tensor (B, 3, H, W); ERDNOutput with return_details=True", size_multiple=PAD_MULTIPLE,
+    parameters=23_024_004, official_parameters=23_097_878, loss=erdn_loss,
+    compute="22.84 M parameters (Table 2, Net-4)",
+    reported=(Reported("GoPro", 32.20, 0.9288, "Table 1"), Reported("DVD", 32.91, 0.9334, "Table 1"),
+              Reported("HFR-DVD", 32.01, 0.9156, "Table 1")),
+    # Only the two-stage model is released: its first stage loads here, stage two is discarded.
+    checkpoints=(Checkpoint("model_DVD.pt", "DVD", None, _ERDN_WHERE),),
+    manifest="ERDN_1")
+
+
+@register_model("erdn", card=ERDN_CARD)
 def erdn(**kwargs) -> ERDN:
     """ERDN, two stages, 5 frames (46.05 M parameters; the released model)."""
     return ERDN(stages=2, **kwargs)
 
 
-@register_model("erdn_single")
+@register_model("erdn_single", card=ERDN_SINGLE_CARD)
 def erdn_single(**kwargs) -> ERDN:
     """ERDN, one stage, 3 frames (23.02 M parameters; the paper's 3-frame model)."""
     return ERDN(stages=1, **kwargs)

@@ -18,6 +18,7 @@ from ..layers import FactorizedSTAttention
 from ..layers.blocks import ResidualDenseBlock, pad_to_multiple
 from ..utils import empty_batch
 from ._common import check_clip
+from ._cards import ModelCard, Reported
 from ._registry import register_model
 
 __all__ = ["FSTANet"]
@@ -89,7 +90,15 @@ class FSTANet(nn.Module):
         return (self.out(y) + padded[:, r])[..., :h, :w]
 
 
-@register_model("fstanet")
+FSTANET_CARD = ModelCard(
+    name="fstanet", paper="Gated Spatio-Temporal Attention-Guided Video Deblurring (Suin, Rajagopalan; CVPR 2021)",
+    code=None, frames_in=None, min_frames=1, output="reference", output_type="Tensor (B, 3, H, W)",
+    size_multiple=4, parameters=1_204_935, official_parameters=None, loss=None,
+    compute="not given; this network is derived (the paper released no code)",
+    reported=(Reported("GoPro", 31.61, 0.91, "Table 1 (the paper's network, not this derived one)"),))
+
+
+@register_model("fstanet", card=FSTANET_CARD)
 def fstanet(**kwargs) -> FSTANet:
     """FSTANet (derived reference network of the factorized-attention paper)."""
     return FSTANet(**kwargs)

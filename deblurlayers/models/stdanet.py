@@ -19,6 +19,7 @@ from ..ops import flow_warp
 from ..utils import empty_batch
 from ._checkpoint import StateDict, register_converter, rename_prefixes
 from ._common import check_clip
+from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
 
 __all__ = ["STDANet", "STDANetStack", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss"]
@@ -248,13 +249,41 @@ def convert_stdanet_stack(model: nn.Module, state: StateDict) -> Tuple[StateDict
             {prefix + k: why for k, why in discarded.items()})
 
 
-@register_model("stdanet")
+_STDAN_PAPER = "Spatio-Temporal Deformable Attention Network for Video Deblurring (Zhang, Xie, Yao; ECCV 2022)"
+_STDAN_CODE = "https://github.com/huicongzhang/STDAN"
+_STDAN_DRIVE = "the Google Drive folder of the README's Pretrained Models (for weights/)"
+
+STDANET_CARD = ModelCard(
+    name="stdanet", paper=_STDAN_PAPER, code=_STDAN_CODE, frames_in=3, min_frames=3, output="centre",
+    output_type="Tensor (B, 3, H, W); (out, flows_to_next, flows_to_prev) with return_flows=True",
+    size_multiple=4, parameters=13_837_029, official_parameters=13_837_029, loss=stdanet_loss,
+    compute="1677 GMACs per 720p frame (Table 2)",
+    reported=(Reported("GoPro", 32.29, 0.9313, "Table 2"), Reported("DVD", 32.63, 0.9300, "Table 1"),
+              Reported("BSD 1ms-8ms", 34.21, 0.9446, "Table 3"), Reported("BSD 2ms-16ms", 33.13, 0.9388, "Table 3"),
+              Reported("BSD 3ms-24ms", 32.65, 0.9409, "Table 3")),
+    checkpoints=(),  # the released weights are STDANet-Stack's: no runnable official path builds this one
+    manifest="STDAN")
+
+STDANET_STACK_CARD = ModelCard(
+    name="stdanet_stack", paper=_STDAN_PAPER, code=_STDAN_CODE, frames_in=5, min_frames=5, output="centre",
+    output_type="Tensor (B, 3, H, W); (out, stages[, flows_to_next, flows_to_prev]) with return_stages / "
+                "return_flows",
+    size_multiple=4, parameters=13_837_029, official_parameters=13_837_029, loss=stdanet_stack_loss,
+    compute="6000 GMACs per 720p frame (Table 2)",
+    reported=(Reported("GoPro", 32.62, 0.9375, "Table 2"), Reported("DVD", 33.05, 0.9374, "Table 1"),
+              Reported("BSD 1ms-8ms", 34.32, 0.9456, "Table 3"), Reported("BSD 2ms-16ms", 33.27, 0.9420, "Table 3"),
+              Reported("BSD 3ms-24ms", 32.83, 0.9443, "Table 3")),
+    checkpoints=(Checkpoint("DVD_release.pth", "DVD", None, _STDAN_DRIVE),),
+    manifest="STDAN_Stack")
+
+
+@register_model("stdanet", card=STDANET_CARD)
 def stdanet(**kwargs) -> STDANet:
     """STDANet (13.84 M parameters)."""
     return STDANet(**kwargs)
 
 
-@register_model("stdanet_stack")
+@register_model("stdanet_stack", card=STDANET_STACK_CARD)
 def stdanet_stack(**kwargs) -> STDANetStack:
     """STDANet-Stack (13.84 M parameters, four STDANet passes per frame)."""
     return STDANetStack(**kwargs)
