@@ -3,6 +3,7 @@ shifts, the Swin-3D window attention and its shift mask, BFA, the consistency ch
 propagation's flow indexing, the flow refiner's pairing, flows given vs estimated, the official
 tiled pipeline, checkpoints, bad inputs."""
 import json
+import math
 import pathlib
 
 import pytest
@@ -43,20 +44,13 @@ def random_flows(b, t, h, w, scale=1.5, seed=2):
 def test_parameter_counts():
     facts = manifest()
     model = BSSTNet()
-    uncalled = sum(math_prod(e["shape"]) for e in facts["entries"].values()
+    uncalled = sum(math.prod(e["shape"]) for e in facts["entries"].values()
                    if not e["used"] and e.get("kind", "parameter") == "parameter")
     assert uncalled == facts["parameters_in_uncalled_modules"] == 8_271_043
     assert count_parameters(model, trainable_only=True) == facts["parameters"] - uncalled == 38_463_754
     assert count_parameters(model) == 38_463_754 + RAFT_PARAMETERS
     assert count_parameters(model.flow_estimator, trainable_only=True) == 0  # frozen
     assert count_parameters(BSSTNet(flow_estimator=None)) == 38_463_754
-
-
-def math_prod(shape):
-    out = 1
-    for s in shape:
-        out *= s
-    return out
 
 
 def official_state():

@@ -298,6 +298,11 @@ def test_restore_clip_batching_and_empty_batch():
                                    model.restore_clip(clip, windows_per_batch=16), rtol=1e-5, atol=1e-6)
     assert model.restore_clip(torch.rand(0, 6, 3, 10, 12)).shape == (0, 6, 3, 10, 12)
     assert model.restore_clip(torch.rand(0, 6, 3, 10, 12), border="none").shape == (0, 2, 3, 10, 12)
+    # As every forward's empty batch: attached to the parameters' graph (a training step runs).
+    out = model.restore_clip(torch.rand(0, 6, 3, 10, 12))
+    assert out.requires_grad
+    out.sum().backward()
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters() if p.requires_grad)
 
 
 # -- losses ----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ never-called convolutions, any frame size).
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -341,13 +342,12 @@ class ERDN(nn.Module):
             raise ValueError(f"windows_per_batch: expected an int >= 1, got {windows_per_batch!r}")
         half = 2  # the official inference always slides a 5-frame window
         dims = check_clip(frames, self, min_frames=2 if border == "official" else 2 * half + 1)
-        b = dims["B"]
+        if dims["B"] == 0:
+            return empty_batch(self, frames, border, windows_per_batch, method=self.restore_clip)
         if border == "official":
             frames = torch.cat((frames[:, :half], frames, frames[:, -half:]), dim=1)
         padded, (h, w) = pad_to_multiple(frames, PAD_MULTIPLE)
         centres = range(half, padded.shape[1] - half)
-        if b == 0:
-            return padded.new_zeros(b, len(centres), 3, h, w)
         # stage s restores the positions within (stages - 1 - s) of a centre; the last, the centres
         restored: Dict[int, torch.Tensor] = {p: padded[:, p] for p in range(padded.shape[1])}
         for stage in range(self.num_stages):
@@ -370,6 +370,12 @@ class ERDN(nn.Module):
 
 
 # --------------------------------------------------------------------------------------- losses
+
+@functools.lru_cache(maxsize=None)
+def _gradient_map(device: torch.device) -> GradientMap:
+    """The loss's fixed gradient operator, built once per device (it holds two constant kernels)."""
+    return GradientMap().to(device)
+
 
 def erdn_stage_loss(restored: torch.Tensor, grad_map: torch.Tensor, aligned: torch.Tensor, sharp: torch.Tensor,
                     align_weight: float = 1.0, align_target: str = "centre") -> torch.Tensor:
@@ -398,7 +404,7 @@ def erdn_stage_loss(restored: torch.Tensor, grad_map: torch.Tensor, aligned: tor
     check_shape(grad_map, "B C H W", name="grad_map", sizes={k: dims[k] for k in "BCHW"})
     sharp = sharp.float()
     centre = sharp[:, WINDOW // 2]
-    gradient = GradientMap().to(sharp.device)
+    gradient = _gradient_map(sharp.device)
     target = centre[:, None].expand_as(sharp) if align_target == "centre" else sharp
     return (F.l1_loss(restored.float(), centre) + F.l1_loss(grad_map.float(), gradient(centre))
             + align_weight * F.l1_loss(aligned.float(), target))

@@ -8,7 +8,7 @@ widths, depths or code; this model is the library's concrete reading of that out
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from einops import rearrange
@@ -19,6 +19,8 @@ from ..layers.blocks import ResidualDenseBlock, pad_to_multiple
 from ..utils import empty_batch
 from ._common import check_clip
 from ._cards import ModelCard, Reported
+from ._checkpoint import StateDict, register_converter
+from ._checkpoint import StateDict, register_converter
 from ._registry import register_model
 
 __all__ = ["FSTANet"]
@@ -88,6 +90,12 @@ class FSTANet(nn.Module):
         for up, skip, refine in zip(self.upsample, (fused[1], fused[0]), self.decoder):
             y = refine(up(y) + skip)
         return (self.out(y) + padded[:, r])[..., :h, :w]
+
+
+@register_converter(FSTANet)
+def convert_fstanet(model: nn.Module, state: StateDict) -> Tuple[StateDict, Dict[str, str]]:
+    """No official checkpoint exists (the paper released no code): a library state dict loads as it is."""
+    return dict(state), {}
 
 
 FSTANET_CARD = ModelCard(

@@ -242,11 +242,13 @@ def convert_stdanet_stack(model: nn.Module, state: StateDict) -> Tuple[StateDict
     """Official ``STDAN_Stack`` names (``recons_net.*``) -> :class:`STDANetStack`. A bare STDAN
     state dict (no ``recons_net.`` prefix) is accepted too: the stack shares one STDAN."""
     prefix = "recons_net."
-    inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} or state
-    others = {k: v for k, v in state.items() if not k.startswith(prefix)} if inner is not state else {}
+    stacked = any(k.startswith(prefix) for k in state)
+    inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} if stacked else state
+    others = {k: v for k, v in state.items() if not k.startswith(prefix)} if stacked else {}
     converted, discarded = convert_stdanet(model.recons_net, inner)
+    # Discarded keys are reported as the checkpoint names them (with the prefix only if it had one).
     return ({**{prefix + k: v for k, v in converted.items()}, **others},
-            {prefix + k: why for k, why in discarded.items()})
+            {(prefix if stacked else "") + k: why for k, why in discarded.items()})
 
 
 _STDAN_PAPER = "Spatio-Temporal Deformable Attention Network for Video Deblurring (Zhang, Xie, Yao; ECCV 2022)"

@@ -1,7 +1,7 @@
 """Empty batches: what a layer returns for B = 0, from its shapes alone."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -12,8 +12,11 @@ from .meta import tensors_on_meta
 __all__ = ["empty_batch"]
 
 
-def empty_batch(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+def empty_batch(module: nn.Module, *args: Any, method: Optional[Callable[..., Any]] = None, **kwargs: Any) -> Any:
     """``module(*args, **kwargs)`` for inputs whose batch (dim 0) is empty, as ``nn.Conv2d`` does it.
+
+    ``method``: another bound method of ``module`` to call instead of ``forward`` (e.g.
+    ``ERDN.restore_clip``).
 
     Layers reshape with the batch folded into other dims (einops patterns, grouped convs), which a
     batch of 0 cannot go through. The module runs once on the meta device with a batch of one (no
@@ -31,7 +34,7 @@ def empty_batch(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         return torch.empty(shape, dtype=value.dtype, device="meta")
 
     with tensors_on_meta(module):
-        outputs = module(*tree_map(one_on_meta, args), **tree_map(one_on_meta, kwargs))
+        outputs = (method or module)(*tree_map(one_on_meta, args), **tree_map(one_on_meta, kwargs))
     sources = [t for t in (*tensors, *module.parameters()) if t.requires_grad]
     anchor = sum(t.sum() for t in sources) * 0 if sources else None
 
