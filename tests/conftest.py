@@ -3,7 +3,6 @@ import pytest
 import torch
 from hypothesis import settings
 
-import deblurlayers
 from deblurlayers import _native
 from deblurlayers.utils import env
 

@@ -40,11 +40,9 @@ MIN_FRAMES = {name: get_model_card(name).min_frames for name in CASES
 def training_loss(name, model, blurry, sharp):
     """The model's own training loss on a (blurry, sharp) clip pair of the case's length."""
     if name == "stdanet":
-        out, to_next, to_prev = model(blurry, return_flows=True)
-        return stdanet_loss(out, sharp, to_next, to_prev)
+        return stdanet_loss(model(blurry, return_details=True), sharp)
     if name == "stdanet_stack":
-        out, stages, to_next, to_prev = model(blurry, return_stages=True, return_flows=True)
-        return stdanet_stack_loss(out, stages, sharp, to_next, to_prev)
+        return stdanet_stack_loss(model(blurry, return_details=True), sharp)
     if name.startswith("dstnet"):
         return dstnet_loss(model(blurry), sharp)
     if name.startswith("erdn"):

@@ -241,11 +241,12 @@ def test_empty_batch_gives_empty_results(name):
     out = model(torch.rand(0, t, 3, 10, 14))
     assert out.shape == ((0, t, 3, 10, 14) if name in CLIP_MODELS else (0, 3, 10, 14))
     if name == "stdanet":
-        _, to_next, to_prev = model(torch.rand(0, 3, 3, 10, 14), return_flows=True)
-        assert to_next.shape == to_prev.shape == (0, 2, 2, 3, 4)
+        details = model(torch.rand(0, 3, 3, 10, 14), return_details=True)
+        assert details.flows_to_next.shape == details.flows_to_prev.shape == (0, 2, 2, 3, 4)
+        assert details.stages is None
     if name == "stdanet_stack":
-        _, stages, to_next, _ = model(torch.rand(0, 5, 3, 10, 14), return_stages=True, return_flows=True)
-        assert stages.shape == (0, 3, 3, 10, 14) and to_next.shape == (0, 4, 2, 2, 3, 4)
+        details = model(torch.rand(0, 5, 3, 10, 14), return_details=True)
+        assert details.stages.shape == (0, 3, 3, 10, 14) and details.flows_to_next.shape == (0, 4, 2, 2, 3, 4)
 
 
 def test_batch_elements_are_independent():
@@ -258,17 +259,17 @@ def test_stdanet_flows_are_in_the_library_naming():
     model = small("stdanet")
     perturb_zero_init(model)
     x = clip("stdanet", batch=1, height=16, width=20)
-    _, to_next, to_prev = model(x, return_flows=True)
+    _, to_next, to_prev, _ = model(x, return_details=True)
     assert to_next.shape == to_prev.shape == (1, 2, 2, 4, 5)
     # O[k->k+1] comes from (f_k, f_k+1): swapping the two frames of a pair swaps the directions
     swapped = x[:, [1, 0, 2]]
-    _, next_swapped, prev_swapped = model(swapped, return_flows=True)
+    _, next_swapped, prev_swapped, _ = model(swapped, return_details=True)
     torch.testing.assert_close(next_swapped[:, 0], to_prev[:, 0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(prev_swapped[:, 0], to_next[:, 0], rtol=1e-5, atol=1e-6)
 
 
 def test_stdanet_at_initialisation_estimates_zero_flow():
-    _, to_next, to_prev = small("stdanet")(clip("stdanet", batch=1), return_flows=True)
+    _, to_next, to_prev, _ = small("stdanet")(clip("stdanet", batch=1), return_details=True)
     assert not to_next.any() and not to_prev.any()
 
 
@@ -276,14 +277,14 @@ def test_stack_is_the_official_cascade_of_one_shared_stdanet():
     stack = small("stdanet_stack").eval()
     perturb_zero_init(stack)
     x = clip("stdanet_stack", batch=2)
-    out, stages, to_next, to_prev = stack(x, return_stages=True, return_flows=True)
+    out, to_next, to_prev, stages = stack(x, return_details=True)
     net = stack.recons_net
-    by_hand = [net(x[:, i:i + 3], return_flows=True) for i in range(3)]
-    for i, (r, fn, fp) in enumerate(by_hand):
+    by_hand = [net(x[:, i:i + 3], return_details=True) for i in range(3)]
+    for i, (r, fn, fp, _) in enumerate(by_hand):
         torch.testing.assert_close(stages[:, i], r, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(to_next[:, i], fn, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(to_prev[:, i], fp, rtol=1e-4, atol=1e-5)
-    final, fn, fp = net(torch.stack([r for r, _, _ in by_hand], 1), return_flows=True)
+    final, fn, fp, _ = net(torch.stack([d.restored for d in by_hand], 1), return_details=True)
     torch.testing.assert_close(out, final, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(to_next[:, 3], fn, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(stack(x), out)
@@ -308,7 +309,7 @@ def test_dstnet_pads_to_multiples_of_16_and_crops():
 
 
 def test_dstnet_large_preset():
-    model = DSTNet.large()
+    model = get_model("dstnet_l")
     assert model.wavelet_fp.forward_propagation.channels == 96
     assert len(model.wavelet_fp.forward_propagation.resblock_bcakward2d.main[0]) == 30
 
@@ -383,6 +384,23 @@ def test_stdanet_warp_loss_by_hand():
     torch.testing.assert_close(stdanet_warp_loss(sharp, to_next, to_prev), sum(terms) / 4)
     still = sharp[:, :1].expand(1, 3, 3, 16, 16)
     assert stdanet_warp_loss(still, torch.zeros_like(to_next), torch.zeros_like(to_prev)) == 0
+
+
+def test_stdanet_losses_name_the_expected_targets():
+    from deblurlayers.models import stdanet_loss, stdanet_stack_loss
+
+    net, stack = small("stdanet"), small("stdanet_stack")
+    details = net(clip("stdanet", batch=1, height=8, width=8), return_details=True)
+    with pytest.raises(ValueError, match=r"sharp: expected .*T=3"):
+        stdanet_loss(details, torch.rand(1, 3, 8, 8))            # the centre frame alone
+    with pytest.raises(TypeError, match=r"output: expected the STDANetOutput of STDANet\("):
+        stdanet_loss(details.restored, torch.rand(1, 3, 3, 8, 8))
+    stack_details = stack(clip("stdanet_stack", batch=1, height=8, width=8), return_details=True)
+    with pytest.raises(ValueError, match=r"sharp: expected .*T=5"):
+        stdanet_stack_loss(stack_details, torch.rand(1, 3, 3, 8, 8))
+    with pytest.raises(TypeError, match=r"STDANetStack\(frames, return_details=True\)"):
+        stdanet_stack_loss(details, torch.rand(1, 5, 3, 8, 8))
+    assert stdanet_loss(details, torch.rand(1, 3, 3, 8, 8)).dim() == 0
 
 
 def test_dstnet_loss_terms():

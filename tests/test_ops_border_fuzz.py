@@ -18,7 +18,6 @@ axis (a one-sided derivative); every other output and gradient must equal the re
 import contextlib
 from typing import Iterator
 
-import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st

@@ -1,14 +1,11 @@
 """Small building blocks shared by several layers and models."""
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-__all__ = ["LayerNorm2d", "ResBlock", "ResidualDenseBlock", "pad_to_multiple", "encoder_stage", "decoder_stage",
+__all__ = ["LayerNorm2d", "ResBlock", "ResidualDenseBlock", "encoder_stage", "decoder_stage",
            "output_stage"]
 
 
@@ -132,25 +129,3 @@ def output_stage(channels: int, out_channels: int = 3, kernel_size: int = 5, num
     """``outBlock`` of CDVD-TSP: ``num_resblocks x ResBlock(k) -> Conv(k)``, no activation."""
     return nn.Sequential(*[ResBlock(channels, 0.0, kernel_size=kernel_size) for _ in range(num_resblocks)],
                          nn.Conv2d(channels, out_channels, kernel_size, padding=kernel_size // 2))
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect",
-                    min_size: int = 0) -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """Pad the last two dims of ``x`` at the bottom/right up to multiples of ``multiple``
-    (and at least ``min_size``).
-
-    Returns the padded tensor and the original ``(H, W)`` to crop back to. Reflection needs the
-    padding to be smaller than the size; larger gaps fall back to replication.
-    """
-    h, w = x.shape[-2:]
-    target_h = max(h + (-h) % multiple, min_size + (-min_size) % multiple)
-    target_w = max(w + (-w) % multiple, min_size + (-min_size) % multiple)
-    pad_h, pad_w = target_h - h, target_w - w
-    if pad_h == 0 and pad_w == 0:
-        return x, (h, w)
-    if mode == "reflect" and (pad_h >= h or pad_w >= w):
-        mode = "replicate"
-    lead = x.shape[:-3]
-    flat = x.reshape(-1, *x.shape[-3:])
-    padded = F.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
-    return padded.reshape(*lead, *padded.shape[-3:]), (h, w)

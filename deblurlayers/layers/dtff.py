@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from ..ops import pixel_dynamic_filter
-from ..utils import check_input, check_shape, empty_batch
-from .blocks import ResBlock, pad_to_multiple
+from ..utils import check_input, check_shape, empty_batch, pad_to_multiple
+from .blocks import ResBlock
 
 __all__ = ["PixelDynamicKernels", "DTFF"]
 

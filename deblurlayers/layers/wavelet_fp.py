@@ -6,8 +6,7 @@ from einops import rearrange
 from torch import nn
 
 from ..ops import haar_dwt2d, haar_idwt2d
-from ..utils import check_input, empty_batch
-from .blocks import pad_to_multiple
+from ..utils import check_input, empty_batch, pad_to_multiple
 from .cwgdn import CWGDN
 from .dtff import DTFF
 

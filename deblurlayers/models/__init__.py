@@ -24,10 +24,10 @@ from .dstnet import DSTNet, dstnet_loss
 from .erdn import ERDN, ERDNOutput, ERDNStage, erdn_loss, erdn_stage_loss
 from .flow import RAFT
 from .fstanet import FSTANet
-from .stdanet import STDANet, STDANetStack, stdanet_loss, stdanet_stack_loss, stdanet_warp_loss
+from .stdanet import STDANet, STDANetOutput, STDANetStack, stdanet_loss, stdanet_stack_loss, stdanet_warp_loss
 
 __all__ = ["list_models", "get_model", "get_model_card", "ModelCard", "Checkpoint", "Reported", "register_model", "load_official", "OfficialLoadResult",
            "verify_checkpoint", "CheckpointReport", "register_converter", "STDANet",
-           "STDANetStack", "DSTNet", "FSTANet", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss",
+           "STDANetStack", "STDANetOutput", "DSTNet", "FSTANet", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss",
            "dstnet_loss", "ERDN", "ERDNStage", "ERDNOutput", "erdn_loss", "erdn_stage_loss", "RAFT", "tiled_inference",
            "BSSTNet", "bsstnet_loss"]

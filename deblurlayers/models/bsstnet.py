@@ -34,9 +34,9 @@ from torch import nn
 
 from ..layers import (BlurAwareAlignment, BlurAwareSparseTransformer, BlurMap, LayerNorm2d, ModulatedDeformConv2d,
                       SoftComp, SoftSplit)
-from ..layers.blocks import pad_to_multiple
 from ..ops import flow_warp
-from ..utils import autocast_enabled, check_floating, check_input, check_same_device, check_shape, empty_batch
+from ..utils import (autocast_enabled, check_clip, check_floating, check_same_device, check_shape, clip_forward,
+                     pad_to_multiple)
 from ._checkpoint import StateDict, register_converter, rename_prefixes
 from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
@@ -608,13 +608,11 @@ class BSSTNet(nn.Module):
         return -(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE // 4, -(-width // SIZE_MULTIPLE) * SIZE_MULTIPLE // 4
 
     # -- forward ----------------------------------------------------------------------------------
+    @clip_forward(min_frames=2)
     def forward(self, frames: torch.Tensor, flows_to_next: Optional[torch.Tensor] = None,
                 flows_to_prev: Optional[torch.Tensor] = None) -> torch.Tensor:
-        dims = check_input(frames, "B T C H W", name="frames", like=self, sizes={"C": 3},
-                           minimum={"T": 2, "H": 1, "W": 1})
+        dims = dict(zip("BTCHW", frames.shape))
         flows_to_next, flows_to_prev = self._check_flows(dims, flows_to_next, flows_to_prev, frames)
-        if dims["B"] == 0:
-            return empty_batch(self, frames, flows_to_next, flows_to_prev)
         padded, (height, width) = pad_to_multiple(frames, SIZE_MULTIPLE)
         if flows_to_next is None:
             flows_to_next, flows_to_prev = self.estimate_flows(padded)
@@ -684,7 +682,7 @@ class BSSTNet(nn.Module):
 
         Shape: ``(B, T, 3, H, W)`` -> same.
         """
-        check_input(frames, "B T C H W", name="frames", like=self, sizes={"C": 3}, minimum={"T": 2, "H": 1, "W": 1})
+        check_clip(frames, self, min_frames=2)
         for name, value in (("tile", tile), ("overlap", overlap)):
             if not isinstance(value, int) or value % SIZE_MULTIPLE:
                 raise ValueError(f"{name}: expected a multiple of {SIZE_MULTIPLE} (flows on the 1/4 grid, "

@@ -13,10 +13,8 @@ from einops import rearrange
 from torch import nn
 
 from ..layers import WaveletFP
-from ..layers.blocks import pad_to_multiple
-from ..utils import empty_batch
+from ..utils import clip_forward, pad_to_multiple
 from ._checkpoint import StateDict, register_converter
-from ._common import check_clip
 from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
 
@@ -41,7 +39,7 @@ class DSTNet(nn.Module):
 
     Parameters: ``DSTNet()`` holds 7,449,795 (the paper's 7.45 M, counted by the official code as
     7,450,819 with its 1,024 frozen Haar filter values, which are no parameters here: the Haar
-    transform is the fixed :func:`~deblurlayers.ops.haar_dwt2d`); ``DSTNet.large()`` holds
+    transform is the fixed :func:`~deblurlayers.ops.haar_dwt2d`); ``get_model("dstnet_l")`` holds
     16,964,003 (official 16,965,027).
 
     Args:
@@ -68,16 +66,9 @@ class DSTNet(nn.Module):
         self.wavelet_fp = WaveletFP(num_feat, prop_feat, num_blocks, **wavelet_kwargs)
         self.recons = nn.Conv2d(num_feat, 3, 3, padding=1)
 
-    @classmethod
-    def large(cls, **kwargs) -> "DSTNet":
-        """DSTNet-L: ``DSTNet(num_feat=64, prop_feat=96, num_blocks=30)`` (16.96 M parameters)."""
-        return cls(**{"num_feat": 64, "prop_feat": 96, "num_blocks": 30, **kwargs})
-
+    @clip_forward()
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        check_clip(frames, self)
         b = frames.shape[0]
-        if b == 0:
-            return empty_batch(self, frames)
         padded, (h, w) = pad_to_multiple(frames, SIZE_MULTIPLE)
         flat = rearrange(padded, "b t c h w -> (b t) c h w")
         features = rearrange(self.feat_extractor(flat), "(b t) c h w -> b t c h w", b=b)
@@ -177,4 +168,4 @@ def dstnet(**kwargs) -> DSTNet:
 @register_model("dstnet_l", card=DSTNET_L_CARD)
 def dstnet_l(**kwargs) -> DSTNet:
     """DSTNet-L (C = 64, P = 96, 30 blocks; 16.96 M parameters)."""
-    return DSTNet.large(**kwargs)
+    return DSTNet(**{"num_feat": 64, "prop_feat": 96, "num_blocks": 30, **kwargs})

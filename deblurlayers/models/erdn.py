@@ -19,10 +19,9 @@ from einops import rearrange
 from torch import nn
 
 from ..layers import GradientMap, PyramidDeformableAlign, SFTGradientBranch, sft
-from ..layers.blocks import ResBlock, decoder_stage, encoder_stage, output_stage, pad_to_multiple
-from ..utils import check_input, check_shape, empty_batch
+from ..layers.blocks import ResBlock, decoder_stage, encoder_stage, output_stage
+from ..utils import check_clip, check_input, check_shape, clip_forward, empty_batch, pad_to_multiple
 from ._checkpoint import StateDict, register_converter
-from ._common import check_clip
 from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
 
@@ -30,7 +29,7 @@ __all__ = ["ERDN", "ERDNStage", "ERDNOutput", "StageOutput", "DualPyramidAlign",
            "luckiness_mask", "erdn_stage_loss", "erdn_loss"]
 
 WINDOW = 3  # every stage restores the centre of three frames
-PAD_MULTIPLE = 8  # the alignment pyramid halves the frame three times
+SIZE_MULTIPLE = 8  # the alignment pyramid halves the frame three times
 PYRAMID_LEVELS = 4
 BORDERS = ("official", "none")
 
@@ -213,9 +212,9 @@ class ERDNStage(nn.Module):
 
     def forward(self, frames: torch.Tensor, grad: torch.Tensor) -> StageOutput:
         dims = check_input(frames, "B T C H W", name="frames", like=self, sizes={"T": WINDOW, "C": 3},
-                           minimum={"H": PAD_MULTIPLE, "W": PAD_MULTIPLE})
-        if dims["H"] % PAD_MULTIPLE or dims["W"] % PAD_MULTIPLE:
-            raise ValueError(f"frames: expected H and W divisible by {PAD_MULTIPLE} (the alignment pyramid), got "
+                           minimum={"H": SIZE_MULTIPLE, "W": SIZE_MULTIPLE})
+        if dims["H"] % SIZE_MULTIPLE or dims["W"] % SIZE_MULTIPLE:
+            raise ValueError(f"frames: expected H and W divisible by {SIZE_MULTIPLE} (the alignment pyramid), got "
                              f"{dims['H']}x{dims['W']} (ERDN pads; pad the frames first when calling a stage)")
         check_shape(grad, "B C H W", name="grad", sizes={"B": dims["B"], "C": 3, "H": dims["H"], "W": dims["W"]})
         if dims["B"] == 0:
@@ -298,11 +297,9 @@ class ERDN(nn.Module):
         map of their centre frames."""
         return self.stages[index](frames, self.get_grad(frames[:, WINDOW // 2]))
 
+    @clip_forward(num_frames=lambda model: model.num_frames)
     def forward(self, frames: torch.Tensor, return_details: bool = False):
-        check_clip(frames, self, num_frames=self.num_frames)
-        if frames.shape[0] == 0:
-            return empty_batch(self, frames, return_details)
-        padded, (h, w) = pad_to_multiple(frames, PAD_MULTIPLE)
+        padded, (h, w) = pad_to_multiple(frames, SIZE_MULTIPLE)
         if self.num_stages == 1:
             output = ERDNOutput(*self.run_stage(0, padded))
         else:
@@ -346,7 +343,7 @@ class ERDN(nn.Module):
             return empty_batch(self, frames, border, windows_per_batch, method=self.restore_clip)
         if border == "official":
             frames = torch.cat((frames[:, :half], frames, frames[:, -half:]), dim=1)
-        padded, (h, w) = pad_to_multiple(frames, PAD_MULTIPLE)
+        padded, (h, w) = pad_to_multiple(frames, SIZE_MULTIPLE)
         centres = range(half, padded.shape[1] - half)
         # stage s restores the positions within (stages - 1 - s) of a centre; the last, the centres
         restored: Dict[int, torch.Tensor] = {p: padded[:, p] for p in range(padded.shape[1])}
@@ -472,7 +469,7 @@ _ERDN_WHERE = "the Baidu Netdisk link of the README's Quick Inference (extractio
 
 ERDN_CARD = ModelCard(
     name="erdn", paper=_ERDN_PAPER, code=_ERDN_CODE, frames_in=5, min_frames=5, output="centre",
-    output_type="Tensor (B, 3, H, W); ERDNOutput with return_details=True", size_multiple=PAD_MULTIPLE,
+    output_type="Tensor (B, 3, H, W); ERDNOutput with return_details=True", size_multiple=SIZE_MULTIPLE,
     parameters=46_048_008, official_parameters=46_195_738, loss=erdn_loss,
     compute="22.84 M parameters per stage (Table 2, Net-4)",
     reported=(Reported("GoPro", 32.48, 0.9329, "Table 1"), Reported("DVD", 33.31, 0.9395, "Table 1"),
@@ -482,7 +479,7 @@ ERDN_CARD = ModelCard(
 
 ERDN_SINGLE_CARD = ModelCard(
     name="erdn_single", paper=_ERDN_PAPER, code=_ERDN_CODE, frames_in=3, min_frames=3, output="centre",
-    output_type="Tensor (B, 3, H, W); ERDNOutput with return_details=True", size_multiple=PAD_MULTIPLE,
+    output_type="Tensor (B, 3, H, W); ERDNOutput with return_details=True", size_multiple=SIZE_MULTIPLE,
     parameters=23_024_004, official_parameters=23_097_878, loss=erdn_loss,
     compute="22.84 M parameters (Table 2, Net-4)",
     reported=(Reported("GoPro", 32.20, 0.9288, "Table 1"), Reported("DVD", 32.91, 0.9334, "Table 1"),

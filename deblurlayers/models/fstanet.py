@@ -15,13 +15,13 @@ from einops import rearrange
 from torch import nn
 
 from ..layers import FactorizedSTAttention
-from ..layers.blocks import ResidualDenseBlock, pad_to_multiple
-from ..utils import empty_batch
-from ._common import check_clip
+from ..layers.blocks import ResidualDenseBlock
+from ..utils import clip_forward, pad_to_multiple
 from ._cards import ModelCard, Reported
 from ._checkpoint import StateDict, register_converter
-from ._checkpoint import StateDict, register_converter
 from ._registry import register_model
+
+SIZE_MULTIPLE = 4  # two stride-2 encoder stages
 
 __all__ = ["FSTANet"]
 
@@ -71,15 +71,13 @@ class FSTANet(nn.Module):
         self.decoder = nn.ModuleList(ResidualDenseBlock(c, growth, dense_layers) for c in (widths[1], widths[0]))
         self.out = nn.Conv2d(channels, 3, 3, padding=1)
 
+    @clip_forward()
     def forward(self, frames: torch.Tensor, reference: Optional[int] = None) -> torch.Tensor:
-        dims = check_clip(frames, self)
-        r = dims["T"] // 2 if reference is None else reference
-        if not isinstance(r, int) or not 0 <= r < dims["T"]:
-            raise ValueError(f"reference: expected a frame index in [0, T={dims['T']}), got {reference!r}")
-        b = frames.shape[0]
-        if b == 0:
-            return empty_batch(self, frames, reference)
-        padded, (h, w) = pad_to_multiple(frames, 4)
+        b, t = frames.shape[:2]
+        r = t // 2 if reference is None else reference
+        if not isinstance(r, int) or not 0 <= r < t:
+            raise ValueError(f"reference: expected a frame index in [0, T={t}), got {reference!r}")
+        padded, (h, w) = pad_to_multiple(frames, SIZE_MULTIPLE)
         x = rearrange(padded, "b t c h w -> (b t) c h w")
         fused = []
         for encode, attend in zip(self.encoder, self.attention):
@@ -101,7 +99,7 @@ def convert_fstanet(model: nn.Module, state: StateDict) -> Tuple[StateDict, Dict
 FSTANET_CARD = ModelCard(
     name="fstanet", paper="Gated Spatio-Temporal Attention-Guided Video Deblurring (Suin, Rajagopalan; CVPR 2021)",
     code=None, frames_in=None, min_frames=1, output="reference", output_type="Tensor (B, 3, H, W)",
-    size_multiple=4, parameters=1_204_935, official_parameters=None, loss=None,
+    size_multiple=SIZE_MULTIPLE, parameters=1_204_935, official_parameters=None, loss=None,
     compute="not given; this network is derived (the paper released no code)",
     reported=(Reported("GoPro", 31.61, 0.91, "Table 1 (the paper's network, not this derived one)"),))
 

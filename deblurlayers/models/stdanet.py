@@ -6,7 +6,7 @@ The data flow, parameter names and counts follow the official ``models/model/STD
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,18 +14,36 @@ from einops import rearrange
 from torch import nn
 
 from ..layers import STDA
-from ..layers.blocks import decoder_stage, encoder_stage, output_stage, pad_to_multiple
+from ..layers.blocks import decoder_stage, encoder_stage, output_stage
 from ..ops import flow_warp
-from ..utils import empty_batch
+from ..utils import check_shape, clip_forward, pad_to_multiple
 from ._checkpoint import StateDict, register_converter, rename_prefixes
-from ._common import check_clip
 from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
 
-__all__ = ["STDANet", "STDANetStack", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss"]
+__all__ = ["STDANet", "STDANetStack", "STDANetOutput", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss"]
 
 FRAMES = 3
 STACK_FRAMES = 5
+SIZE_MULTIPLE = 4  # the motion estimator and STDA run at 1/4 resolution
+
+
+class STDANetOutput(NamedTuple):
+    """What ``STDANet`` / ``STDANetStack`` return with ``return_details=True`` (their losses' input).
+
+    Attributes:
+        restored: ``(B, 3, H, W)``, the restored centre frame.
+        flows_to_next, flows_to_prev: the estimated flows, ``O[k->k+1]`` / ``O[k+1->k]`` in pixels
+            of the 1/4 grid: ``(B, 2, 2, h, w)`` (STDANet), ``(B, 4, 2, 2, h, w)`` (the stack: its
+            three first-stage windows, then the second stage), ``(h, w) = ceil((H, W) / 4)``.
+        stages: the stack's first-stage frames ``(R1, R2, R3)``, ``(B, 3, 3, H, W)``; ``None`` for
+            STDANet.
+    """
+
+    restored: torch.Tensor
+    flows_to_next: torch.Tensor
+    flows_to_prev: torch.Tensor
+    stages: Optional[torch.Tensor] = None
 
 
 class STDANet(nn.Module):
@@ -55,8 +73,8 @@ class STDANet(nn.Module):
 
     Shape:
         - frames: ``(B, 3, 3, H, W)``
-        - Output: ``(B, 3, H, W)``; with ``return_flows=True`` also ``flows_to_next`` and
-          ``flows_to_prev``, each ``(B, 2, 2, ceil(H/4), ceil(W/4))``, in pixels of that grid.
+        - Output: ``(B, 3, H, W)``; with ``return_details=True`` a :class:`STDANetOutput` that
+          adds the flows, each ``(B, 2, 2, ceil(H/4), ceil(W/4))``, in pixels of that grid.
 
     Example:
         >>> model = STDANet(channels=8, num_points=2)
@@ -96,13 +114,10 @@ class STDANet(nn.Module):
         to_next, to_prev = rearrange(flows, "(d b t) two h w -> d b t two h w", d=2, b=b)
         return to_next, to_prev
 
-    def forward(self, frames: torch.Tensor, return_flows: bool = False
-                ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        check_clip(frames, self, num_frames=FRAMES)
+    @clip_forward(num_frames=FRAMES)
+    def forward(self, frames: torch.Tensor, return_details: bool = False) -> Union[torch.Tensor, STDANetOutput]:
         b = frames.shape[0]
-        if b == 0:
-            return empty_batch(self, frames, return_flows)
-        padded, (h, w) = pad_to_multiple(frames, 4)
+        padded, (h, w) = pad_to_multiple(frames, SIZE_MULTIPLE)
         s0 = self.inBlock_t(rearrange(padded, "b t c h w -> (b t) c h w"))
         e1 = self.encoder_first(s0)
         e2 = rearrange(self.encoder_second(e1), "(b t) c h w -> b t c h w", b=b)
@@ -111,7 +126,7 @@ class STDANet(nn.Module):
         centre = FRAMES // 2
         d1 = self.decoder_first(self.decoder_second(fused) + _frame(e1, b, centre))
         out = self.outBlock(d1 + _frame(s0, b, centre))[..., :h, :w]
-        return (out, flows_to_next, flows_to_prev) if return_flows else out
+        return STDANetOutput(out, flows_to_next, flows_to_prev) if return_details else out
 
 
 def _frame(flat: torch.Tensor, batch: int, index: int) -> torch.Tensor:
@@ -132,15 +147,15 @@ class STDANetStack(nn.Module):
 
     Shape:
         - frames: ``(B, 5, 3, H, W)``
-        - Output: ``(B, 3, H, W)``. With ``return_stages=True``: ``(out, stages)``, stages
-          ``(B, 3, 3, H, W)`` = ``(R1, R2, R3)``. With ``return_flows=True`` also
-          ``flows_to_next`` and ``flows_to_prev``, each ``(B, 4, 2, 2, ceil(H/4), ceil(W/4))``: the
-          flows of the three first-stage windows, then of the second stage.
+        - Output: ``(B, 3, H, W)``. With ``return_details=True`` a :class:`STDANetOutput` that adds
+          the stages ``(B, 3, 3, H, W)`` = ``(R1, R2, R3)`` and the flows, each
+          ``(B, 4, 2, 2, ceil(H/4), ceil(W/4))``: those of the three first-stage windows, then of the
+          second stage.
 
     Example:
         >>> model = STDANetStack(channels=8, num_points=2)
-        >>> out, stages = model(torch.rand(1, 5, 3, 16, 16), return_stages=True)
-        >>> out.shape, stages.shape
+        >>> details = model(torch.rand(1, 5, 3, 16, 16), return_details=True)
+        >>> details.restored.shape, details.stages.shape
         (torch.Size([1, 3, 16, 16]), torch.Size([1, 3, 3, 16, 16]))
     """
 
@@ -148,21 +163,18 @@ class STDANetStack(nn.Module):
         super().__init__()
         self.recons_net = STDANet(**kwargs)
 
-    def forward(self, frames: torch.Tensor, return_stages: bool = False, return_flows: bool = False):
-        check_clip(frames, self, num_frames=STACK_FRAMES)
-        if frames.shape[0] == 0:
-            return empty_batch(self, frames, return_stages, return_flows)
+    @clip_forward(num_frames=STACK_FRAMES)
+    def forward(self, frames: torch.Tensor, return_details: bool = False) -> Union[torch.Tensor, STDANetOutput]:
         windows = torch.cat([frames[:, i:i + FRAMES] for i in range(STACK_FRAMES - FRAMES + 1)], dim=0)
-        first, next_1, prev_1 = self.recons_net(windows, return_flows=True)
-        stages = rearrange(first, "(s b) c h w -> b s c h w", s=FRAMES)
-        out, next_2, prev_2 = self.recons_net(stages, return_flows=True)
-        result = (out,)
-        if return_stages:
-            result += (stages,)
-        if return_flows:
-            result += tuple(torch.cat((rearrange(first_flows, "(s b) ... -> b s ...", s=FRAMES), last[:, None]), 1)
-                            for first_flows, last in ((next_1, next_2), (prev_1, prev_2)))
-        return result[0] if len(result) == 1 else result
+        first = self.recons_net(windows, return_details=True)
+        stages = rearrange(first.restored, "(s b) c h w -> b s c h w", s=FRAMES)
+        second = self.recons_net(stages, return_details=True)
+        if not return_details:
+            return second.restored
+        to_next, to_prev = (torch.cat((rearrange(flows, "(s b) ... -> b s ...", s=FRAMES), last[:, None]), 1)
+                            for flows, last in ((first.flows_to_next, second.flows_to_next),
+                                                (first.flows_to_prev, second.flows_to_prev)))
+        return STDANetOutput(second.restored, to_next, to_prev, stages)
 
 
 # --------------------------------------------------------------------------------------- losses
@@ -189,18 +201,31 @@ def stdanet_warp_loss(sharp: torch.Tensor, flows_to_next: torch.Tensor, flows_to
     return torch.stack(terms).mean()
 
 
-def stdanet_loss(restored: torch.Tensor, sharp: torch.Tensor, flows_to_next: torch.Tensor,
-                 flows_to_prev: torch.Tensor, warp_weight: float = 0.05) -> torch.Tensor:
+def _check_output(output: STDANetOutput, stack: bool) -> None:
+    if not isinstance(output, STDANetOutput) or (output.stages is None) == stack:
+        model = "STDANetStack" if stack else "STDANet"
+        raise TypeError(f"output: expected the STDANetOutput of {model}(frames, return_details=True), "
+                        f"got {type(output).__name__}")
+
+
+def stdanet_loss(output: STDANetOutput, sharp: torch.Tensor, warp_weight: float = 0.05) -> torch.Tensor:
     """STDANet's training loss (official ``core/train.py``): ``L1(out, S1) + 0.05 * warp loss``.
 
-    The paper says MSE; the code uses L1. Shapes: restored ``(B, 3, H, W)``, sharp
-    ``(B, 3, 3, H, W)`` (the sharp window), flows as returned with ``return_flows=True``.
+    The paper says MSE; the code uses L1.
+
+    Args:
+        output: ``model(blurry, return_details=True)``.
+        sharp: the sharp window ``(B, 3, 3, H, W)`` (all three frames: the warp loss needs them).
     """
-    return F.l1_loss(restored, sharp[:, FRAMES // 2]) + warp_weight * stdanet_warp_loss(sharp, flows_to_next, flows_to_prev)
+    _check_output(output, stack=False)
+    b, _, h, w = output.restored.shape
+    check_shape(sharp, "B T C H W", name="sharp", sizes={"B": b, "T": FRAMES, "C": 3, "H": h, "W": w})
+    return (F.l1_loss(output.restored, sharp[:, FRAMES // 2])
+            + warp_weight * stdanet_warp_loss(sharp, output.flows_to_next, output.flows_to_prev))
 
 
-def stdanet_stack_loss(restored: torch.Tensor, stages: torch.Tensor, sharp: torch.Tensor, flows_to_next: torch.Tensor,
-                       flows_to_prev: torch.Tensor, warp_weight: float = 0.05, warp_pairing: str = "all") -> torch.Tensor:
+def stdanet_stack_loss(output: STDANetOutput, sharp: torch.Tensor, warp_weight: float = 0.05,
+                       warp_pairing: str = "all") -> torch.Tensor:
     """STDANet-Stack's training loss: L1 of ``[R1, R2, R3, R]`` against ``[S1, S2, S3, S2]`` plus
     ``warp_weight`` times the warp loss of the four flow sets.
 
@@ -209,12 +234,17 @@ def stdanet_stack_loss(restored: torch.Tensor, stages: torch.Tensor, sharp: torc
     nested loop) scores every flow set against every window and averages the 16 terms;
     ``"own"`` scores each flow set against its own window only (the evident intent).
 
-    Shapes: restored ``(B, 3, H, W)``, stages ``(B, 3, 3, H, W)``, sharp ``(B, 5, 3, H, W)``,
-    flows ``(B, 4, 2, 2, h, w)`` (``return_stages=True, return_flows=True``).
+    Args:
+        output: ``model(blurry, return_details=True)``.
+        sharp: the sharp clip ``(B, 5, 3, H, W)``.
     """
     if warp_pairing not in ("all", "own"):
         raise ValueError(f"warp_pairing: expected 'all' (official) or 'own', got {warp_pairing!r}")
-    outputs = torch.cat((stages, restored[:, None]), dim=1)
+    _check_output(output, stack=True)
+    b, _, h, w = output.restored.shape
+    check_shape(sharp, "B T C H W", name="sharp", sizes={"B": b, "T": STACK_FRAMES, "C": 3, "H": h, "W": w})
+    flows_to_next, flows_to_prev = output.flows_to_next, output.flows_to_prev
+    outputs = torch.cat((output.stages, output.restored[:, None]), dim=1)
     targets = sharp[:, [1, 2, 3, 2]]
     windows = [sharp[:, 0:3], sharp[:, 1:4], sharp[:, 2:5], sharp[:, 1:4]]
     pairs = ([(i, j) for i in range(4) for j in range(4)] if warp_pairing == "all" else [(i, i) for i in range(4)])
@@ -257,8 +287,8 @@ _STDAN_DRIVE = "the Google Drive folder of the README's Pretrained Models (for w
 
 STDANET_CARD = ModelCard(
     name="stdanet", paper=_STDAN_PAPER, code=_STDAN_CODE, frames_in=3, min_frames=3, output="centre",
-    output_type="Tensor (B, 3, H, W); (out, flows_to_next, flows_to_prev) with return_flows=True",
-    size_multiple=4, parameters=13_837_029, official_parameters=13_837_029, loss=stdanet_loss,
+    output_type="Tensor (B, 3, H, W); STDANetOutput with return_details=True",
+    size_multiple=SIZE_MULTIPLE, parameters=13_837_029, official_parameters=13_837_029, loss=stdanet_loss,
     compute="1677 GMACs per 720p frame (Table 2)",
     reported=(Reported("GoPro", 32.29, 0.9313, "Table 2"), Reported("DVD", 32.63, 0.9300, "Table 1"),
               Reported("BSD 1ms-8ms", 34.21, 0.9446, "Table 3"), Reported("BSD 2ms-16ms", 33.13, 0.9388, "Table 3"),
@@ -268,9 +298,8 @@ STDANET_CARD = ModelCard(
 
 STDANET_STACK_CARD = ModelCard(
     name="stdanet_stack", paper=_STDAN_PAPER, code=_STDAN_CODE, frames_in=5, min_frames=5, output="centre",
-    output_type="Tensor (B, 3, H, W); (out, stages[, flows_to_next, flows_to_prev]) with return_stages / "
-                "return_flows",
-    size_multiple=4, parameters=13_837_029, official_parameters=13_837_029, loss=stdanet_stack_loss,
+    output_type="Tensor (B, 3, H, W); STDANetOutput with return_details=True",
+    size_multiple=SIZE_MULTIPLE, parameters=13_837_029, official_parameters=13_837_029, loss=stdanet_stack_loss,
     compute="6000 GMACs per 720p frame (Table 2)",
     reported=(Reported("GoPro", 32.62, 0.9375, "Table 2"), Reported("DVD", 33.05, 0.9374, "Table 1"),
               Reported("BSD 1ms-8ms", 34.32, 0.9456, "Table 3"), Reported("BSD 2ms-16ms", 33.27, 0.9420, "Table 3"),

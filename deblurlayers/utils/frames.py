@@ -1,0 +1,74 @@
+"""Clips of frames: the checks, the padding and the preamble every model's forward shares."""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Dict, Optional, Tuple, TypeVar, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batch import empty_batch
+from .checks import check_input
+
+__all__ = ["check_clip", "pad_to_multiple", "clip_forward"]
+
+Forward = TypeVar("Forward", bound=Callable[..., object])
+FrameCount = Union[None, int, Callable[[nn.Module], int]]
+
+
+def check_clip(frames: torch.Tensor, model: nn.Module, *, name: str = "frames", num_frames: Optional[int] = None,
+               min_frames: int = 1, channels: int = 3) -> Dict[str, int]:
+    """Check a ``(B, T, C, H, W)`` clip for ``model`` and return its sizes.
+
+    Raises ``ValueError`` for a wrong layout, frame count or channel count, or an empty frame
+    (``H`` or ``W`` of 0); ``TypeError`` for a non-floating dtype, or one that differs from the
+    parameters' outside ``torch.autocast``. A batch of 0 passes (models return empty results).
+    """
+    sizes = {"C": channels} if num_frames is None else {"T": num_frames, "C": channels}
+    return check_input(frames, "B T C H W", name=name, like=model, sizes=sizes,
+                       minimum={"T": min_frames, "H": 1, "W": 1})
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect",
+                    min_size: int = 0) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Pad the last two dims of ``x`` at the bottom/right up to multiples of ``multiple``
+    (and at least ``min_size``).
+
+    Returns the padded tensor and the original ``(H, W)`` to crop back to. Reflection needs the
+    padding to be smaller than the size; larger gaps fall back to replication.
+    """
+    h, w = x.shape[-2:]
+    target_h = max(h + (-h) % multiple, min_size + (-min_size) % multiple)
+    target_w = max(w + (-w) % multiple, min_size + (-min_size) % multiple)
+    pad_h, pad_w = target_h - h, target_w - w
+    if pad_h == 0 and pad_w == 0:
+        return x, (h, w)
+    if mode == "reflect" and (pad_h >= h or pad_w >= w):
+        mode = "replicate"
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:])
+    padded = F.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
+    return padded.reshape(*lead, *padded.shape[-3:]), (h, w)
+
+
+def clip_forward(*, num_frames: FrameCount = None, min_frames: int = 1) -> Callable[[Forward], Forward]:
+    """Decorate a model's ``forward(self, frames, ...)`` with the preamble every model shares: the
+    clip is checked (:func:`check_clip`; ``num_frames`` may be a function of the model), and an
+    empty batch is answered by :func:`~deblurlayers.utils.empty_batch` (shapes from a meta run,
+    attached to the graph), so the body never sees ``B = 0``. The body pads to its size multiple
+    with :func:`pad_to_multiple` and crops back.
+    """
+
+    def decorate(forward: Forward) -> Forward:
+        @functools.wraps(forward)
+        def checked(self: nn.Module, frames: torch.Tensor, *args, **kwargs):
+            count = num_frames(self) if callable(num_frames) else num_frames
+            check_clip(frames, self, num_frames=count, min_frames=min_frames)
+            if frames.shape[0] == 0:
+                return empty_batch(self, frames, *args, **kwargs)
+            return forward(self, frames, *args, **kwargs)
+
+        return checked  # type: ignore[return-value]
+
+    return decorate
