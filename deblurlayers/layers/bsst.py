@@ -19,21 +19,20 @@ with these differences (see ``docs/layers/bsst.md``):
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..utils import check_input, check_shape, conv_output_size, empty_batch, to_pair
+from ..utils import IntPair, check_input, check_shape, conv_output_size, empty_batch, to_pair
 
 __all__ = [
     "SoftSplit", "SoftComp", "FusionFeedForward", "SparseWindowAttention", "BlurAwareSparseAttention",
     "BlurAwareSparseTransformer", "FrameSelection", "window_blur_levels", "select_frames", "select_frames_official",
 ]
 
-IntPair = Union[int, Tuple[int, int]]
 WINDOW_POOLS = ("avg", "max")
 OUTSIDE_TOKENS = ("zeros", "masked")
 # Per layer: the intended selection, the released code's first layer, its later layers.

@@ -9,8 +9,7 @@ from einops import repeat
 from torch import nn
 
 from ..ops import deform_conv2d
-from ..utils import check_input, check_shape, conv_output_size, empty_batch, to_pair
-from ..utils.checks import IntPair
+from ..utils import IntPair, check_input, check_shape, conv_output_size, empty_batch, to_pair
 
 __all__ = ["ModulatedDeformConv2d", "BlurAwareAlignment"]
 

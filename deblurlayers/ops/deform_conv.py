@@ -8,7 +8,7 @@ running over the weight group of ``o``, and ``g(c) = c // (Cin / offset_groups)`
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,12 +16,11 @@ from einops import rearrange
 
 from .. import flops as _flops
 from .._native.registry import define
-from ..utils import check_floating, check_same_device, check_shape, conv_output_size, to_pair
+from ..utils import IntPair, check_floating, check_same_device, check_shape, conv_output_size, to_pair
 from ._backend import float32_under_autocast, use_native
 
 __all__ = ["deform_conv2d", "deform_conv2d_reference"]
 
-IntPair = Union[int, Tuple[int, int]]
 
 
 @float32_under_autocast

@@ -11,7 +11,8 @@ from typing import Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = ["check_shape", "check_input", "check_floating", "check_same_device", "autocast_enabled"]
+__all__ = ["check_shape", "check_input", "check_floating", "check_same_device", "autocast_enabled", "to_pair",
+           "conv_output_size", "IntPair"]
 
 
 def check_shape(
