@@ -40,6 +40,14 @@ LAYERS = {
     "SFTGradientBranch": (lambda: d.SFTGradientBranch(n_feat=8), _sft_inputs, "grad", 0),
     "ModulatedDeformConv2d": (lambda: d.ModulatedDeformConv2d(16, 16, deformable_groups=2),
                               lambda b, t, h, w: (_rand(b, 16, h, w), _rand(b, 16, h, w)), "x", 0),
+    # BSSTNet's borrowed blocks (a zero-initialised gate or output conv: see perturb_zero_init)
+    "CAB": (lambda: d.CAB(16), lambda b, t, h, w: (_rand(b, 16, h, w),), "x", 0),
+    "GatedCAB": (lambda: d.GatedCAB(16, 5, extra_channels=8), lambda b, t, h, w: (_rand(b, 24, h, w),), "x", 0),
+    "ShiftBlock": (lambda: d.ShiftBlock(16), lambda b, t, h, w: (_rand(b, t, 16, h, w),), "x", None),
+    "SwinReconstruction": (lambda: d.SwinReconstruction(12, 12, groups=3, num_heads=2, window_size=(2, 4, 4)),
+                           lambda b, t, h, w: (_rand(b, t, 12, h, w),), "x", None),
+    "FlowRefiner": (lambda: d.FlowRefiner(16, 4), lambda b, t, h, w: (_rand(b, t, 1, h, w), 2 * _rand(b, t, 2, h, w)),
+                    "flows", None),
 }
 
 

@@ -10,10 +10,11 @@ from torch.utils._pytree import tree_leaves
 from layer_cases import LAYERS, make
 
 NAMES = sorted(LAYERS)
-# A new T is a new graph where T sets Python structure: WaveletFP's DTFF recurrence is a loop over
-# the frames; BSST's frame selection sizes its top-k and frame groups from T (static shapes, so
-# the sparse attention compiles without data-dependent sizes). Documented on their pages.
-RECOMPILE_ON_NEW_T = {"WaveletFP", "BlurAwareSparseAttention"}
+# A new T is a new graph where T sets Python structure: WaveletFP's DTFF recurrence and the flow
+# refiner's second-order propagation are loops over the frames; BSST's frame selection sizes its
+# top-k and frame groups from T (static shapes, so the sparse attention compiles without
+# data-dependent sizes). Documented on their pages.
+RECOMPILE_ON_NEW_T = {"WaveletFP", "BlurAwareSparseAttention", "FlowRefiner"}
 # bf16 keeps 8 bits of mantissa: relative to the output's largest value
 AUTOCAST_TOLERANCE = 0.03
 

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from deblurlayers.layers import BlurAwareAlignment
 from deblurlayers.models import BSSTNet, bsstnet_loss, load_official, tiled_inference
-from deblurlayers.models.bsstnet import (GatedCAB, ShiftBlock, SwinLayer3d, WindowAttention3d, _consistency,
-                                         _shift_mask)
+from deblurlayers.layers import GatedCAB, ShiftBlock, SwinLayer3d, WindowAttention3d
+from deblurlayers.layers.swin3d import _shift_mask
+from deblurlayers.models.bsstnet import _consistency
 from deblurlayers.ops import deform_conv2d, flow_warp
 from helpers import count_parameters
 from model_cases import BSSTNET_SMALL

@@ -12,8 +12,13 @@ from .wavelet_fp import WaveletFP
 from .deform_conv import BlurAwareAlignment, ModulatedDeformConv2d
 from .pyramid_align import DilatedPyramidBlock, PyramidDeformableAlign
 from .gradient_branch import GradientMap, SFTGradientBranch, sft
+from .cab import CAB, ChannelAttention, GatedCAB
+from .swin3d import SwinGroup3d, SwinLayer3d, SwinReconstruction, WindowAttention3d
+from .shift import ShiftBlock
+from .flow_refiner import FlowRefiner
 
 __all__ = ["BlurMap", "BlurAwareSparseAttention", "BlurAwareSparseTransformer", "SoftSplit", "SoftComp",
            "FusionFeedForward", "SparseWindowAttention", "FactorizedSTAttention", "DeformableAttention", "STDA", "MultiToMultiAttention", "MultiToSingleAttention", "CWGDN", "ChannelDynamicKernels", "DTFF", "PixelDynamicKernels", "WaveletFP", "LayerNorm2d", "ResBlock",
            "ModulatedDeformConv2d", "BlurAwareAlignment", "DilatedPyramidBlock", "PyramidDeformableAlign", "GradientMap",
-           "SFTGradientBranch", "sft"]
+           "SFTGradientBranch", "sft", "ChannelAttention", "CAB", "GatedCAB", "WindowAttention3d", "SwinLayer3d",
+           "SwinGroup3d", "SwinReconstruction", "ShiftBlock", "FlowRefiner"]

@@ -129,3 +129,13 @@ def output_stage(channels: int, out_channels: int = 3, kernel_size: int = 5, num
     """``outBlock`` of CDVD-TSP: ``num_resblocks x ResBlock(k) -> Conv(k)``, no activation."""
     return nn.Sequential(*[ResBlock(channels, 0.0, kernel_size=kernel_size) for _ in range(num_resblocks)],
                          nn.Conv2d(channels, out_channels, kernel_size, padding=kernel_size // 2))
+
+
+def same_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = False, groups: int = 1) -> nn.Conv2d:
+    """A ``k×k`` convolution that keeps the size (padding ``k // 2``), without bias by default (the
+    Shift-Net+ / MPRNet blocks')."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias, groups=groups)
+
+
+def leaky_relu(slope: float = 0.1) -> nn.LeakyReLU:
+    return nn.LeakyReLU(slope, inplace=True)

@@ -5,35 +5,37 @@ Data flow for a clip ``(B, T, 3, H, W)`` (``docs/models/bsstnet.md``):
 
 1. flows at 1/4 resolution, given or estimated by the frozen flow estimator (RAFT-large on ×0.5
    frames, as the official wrapper);
-2. a blur map from those flows conditions the flow refiner (:class:`FlowRefiner`, ProPainter's
+2. a blur map from those flows conditions the flow refiner (:class:`~deblurlayers.layers.FlowRefiner`, ProPainter's
    recurrent flow completion); the blur map of the refined flows (:class:`~deblurlayers.layers.BlurMap`,
    detached) steers everything after;
-3. a CAB encoder to 1/4 resolution (:class:`CAB`);
+3. a CAB encoder to 1/4 resolution (:class:`~deblurlayers.layers.CAB`);
 4. BBFP: four branches of second-order propagation with blur-aware alignment
    (:class:`~deblurlayers.layers.BlurAwareAlignment`) and a gated CAB backbone each;
-5. reconstruction: Conv3d + two residual Swin-3D groups (:class:`SwinReconstruction`);
+5. reconstruction: Conv3d + two residual Swin-3D groups (:class:`~deblurlayers.layers.SwinReconstruction`);
 6. BSST: soft split, four :class:`~deblurlayers.layers.BlurAwareSparseAttention` layers, soft
    composition, and a gated CAB fusion with the reconstruction's features;
-7. a Shift-Net decoder (:class:`ShiftBlock`) to full resolution, plus the input frames.
+7. a Shift-Net decoder (:class:`~deblurlayers.layers.ShiftBlock`) to full resolution, plus the input frames.
 
 Unlike the official code: any batch size, any ``H×W`` (padded to multiples of 16 and cropped back),
-any ``T >= 2``; the blur map has an epsilon; the 8.27 M parameters of modules the official forward never calls are not built (the converter
-reports their keys as discarded). The BSST frame selection is the released code's by default
+any ``T >= 2``; the blur map has an epsilon; the 8.27 M parameters of modules the official forward
+never calls are not built (the converter reports their keys as discarded). The BSST frame selection is the released code's by default
 (``selection="official"``: only the first sparse-attention layer selects by blur, as the released
 weights were trained); ``selection="blur"`` is the paper's in every layer.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import re
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
-from ..layers import (BlurAwareAlignment, BlurAwareSparseTransformer, BlurMap, LayerNorm2d, ModulatedDeformConv2d,
-                      SoftComp, SoftSplit)
+from ..layers import (CAB, BlurAwareAlignment, BlurAwareSparseTransformer, BlurMap, FlowRefiner, GatedCAB, ShiftBlock,
+                      SoftComp, SoftSplit, SwinReconstruction)
+from ..layers.blocks import leaky_relu, same_conv
+from ..layers.propagation import second_order_propagation
 from ..ops import flow_warp
 from ..utils import (autocast_enabled, check_clip, check_floating, check_same_device, check_shape, clip_forward,
                      pad_to_multiple)
@@ -43,176 +45,11 @@ from ._registry import register_model
 from ._tiling import tiled_inference
 from .flow import RAFT
 
-__all__ = ["BSSTNet", "CAB", "GatedCAB", "ShiftBlock", "SwinReconstruction", "FlowRefiner", "bsstnet_loss"]
+__all__ = ["BSSTNet", "bsstnet_loss"]
 
 BRANCHES = ("backward_1", "forward_1", "backward_2", "forward_2")
 # Frames are padded to this multiple: two stride-2 convs to 1/4, then the flow refiner's two more.
 SIZE_MULTIPLE = 16
-
-
-def _conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = False, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias, groups=groups)
-
-
-def _lrelu(slope: float = 0.1) -> nn.LeakyReLU:
-    return nn.LeakyReLU(slope, inplace=True)
-
-
-# ------------------------------------------------------------------------------------------------
-# Convolutional blocks (Shift-Net+ / MPRNet family)
-# ------------------------------------------------------------------------------------------------
-class ChannelAttention(nn.Module):
-    """``x · sigmoid(W2 ReLU(W1 avgpool(x)))`` with 1×1 convs ``C -> C`` (the official reduction
-    argument is overridden to 1). Keys ``conv_du.{0,2}``."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv_du = nn.Sequential(_conv(channels, channels, 1), nn.ReLU(inplace=True), _conv(channels, channels, 1),
-                                     nn.Sigmoid())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.conv_du(x.mean((-2, -1), keepdim=True))
-
-
-class CAB(nn.Module):
-    """Channel attention block: ``x + CA(conv(LReLU(conv(x))))``, ``k×k`` convs without bias.
-
-    Shape: ``(N, C, H, W)`` -> same.
-    """
-
-    def __init__(self, channels: int, kernel_size: int = 3) -> None:
-        super().__init__()
-        self.body = nn.Sequential(_conv(channels, channels, kernel_size), _lrelu(),
-                                  _conv(channels, channels, kernel_size))
-        self.CA = ChannelAttention(channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.CA(self.body(x))
-
-
-class _DepthwiseResidual(nn.Module):
-    """``x + dw3×3(x)`` (official ``RepConv2``), plus ``dwk×k(x)`` when ``kernel_size`` is given
-    (``RepConv``)."""
-
-    def __init__(self, channels: int, kernel_size: Optional[int] = None) -> None:
-        super().__init__()
-        if kernel_size is not None:
-            self.conv_1 = _conv(channels, channels, kernel_size, groups=channels)
-        self.conv_2 = _conv(channels, channels, 3, groups=channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x + self.conv_2(x)
-        return out + self.conv_1(x) if hasattr(self, "conv_1") else out
-
-
-class _Gate(nn.Module):
-    """Halves of the channels multiplied: ``a·b`` (SimpleGate) or ``a·sigmoid(b)``."""
-
-    def __init__(self, sigmoid: bool = False) -> None:
-        super().__init__()
-        self.sigmoid = sigmoid
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = x.chunk(2, dim=1)
-        return a * torch.sigmoid(b) if self.sigmoid else a * b
-
-
-class GatedCAB(nn.Module):
-    """NAFNet-style gated block with channel attention (official ``CAB1``; ``CAB2`` with
-    ``extra_channels``): ``x + β·body(LN(x))``, ``β`` zero-initialised.
-
-    body: 1×1 ``C+E -> 2C`` → depthwise-3×3 residual → SimpleGate → depthwise ``k×k`` + 3×3
-    residual → 1×1 ``C -> 2C`` → sigmoid gate → channel attention → 1×1 ``C -> C``. With
-    ``extra_channels = E > 0`` the input carries ``E`` more channels (Shift-Net's shifted copies,
-    BSSTNet's transformer output) that pass a depthwise 3×3 first and only feed the body.
-
-    Shape: ``(N, C + E, H, W)`` -> ``(N, C, H, W)``.
-    """
-
-    def __init__(self, channels: int, kernel_size: int = 5, extra_channels: int = 0) -> None:
-        super().__init__()
-        self.channels, self.extra_channels = channels, extra_channels
-        if extra_channels:
-            self.conv1 = _conv(extra_channels, extra_channels, 3, groups=extra_channels)
-        self.norm = LayerNorm2d(channels + extra_channels, eps=1e-6)
-        self.body = nn.Sequential(
-            _conv(channels + extra_channels, 2 * channels, 1), _DepthwiseResidual(2 * channels), _Gate(),
-            _DepthwiseResidual(channels, kernel_size), _conv(channels, 2 * channels, 1), _Gate(sigmoid=True),
-            ChannelAttention(channels), _conv(channels, channels, 1))
-        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x[:, :self.channels]
-        if self.extra_channels:
-            x = torch.cat((shortcut, self.conv1(x[:, self.channels:])), dim=1)
-        return shortcut + self.body(self.norm(x)) * self.beta
-
-
-# Shift-Net's spatial shifts in units of 4 px, (dy, dx): 16 groups of n2 channels, then 8 of n1.
-_OUTER_SHIFTS = ((2, 2), (2, 1), (2, 0), (2, -1), (2, -2), (-2, 2), (-2, 1), (-2, 0), (-2, -1), (-2, -2),
-                 (1, 2), (1, -2), (0, 2), (0, -2), (-1, 2), (-1, -2))
-_INNER_SHIFTS = ((1, 1), (1, 0), (1, -1), (0, 1), (0, -1), (-1, 1), (-1, 0), (-1, -1))
-_SHIFT_UNIT = 4
-
-
-class ShiftBlock(nn.Module):
-    """Shift-Net+'s grouped spatio-temporal shift block (official ``Encoder_shift_block``).
-
-    Four stages, each: a temporal shift of half the channels by one frame (forward in stages 0
-    and 2, backward in 1 and 3; the frame axis wraps around, as the official ``torch.roll``), a
-    copy of ``8·(C//16)`` of the shifted channels moved spatially by {0, ±4, ±8} px in 24 groups
-    (zeros shifted in), then ``GatedCAB(C, 5, extra)`` on the concatenation and ``GatedCAB(C, 5)``.
-
-    (The official ``forward`` takes a ``reverse`` flag it ignores; BSSTNet passes it for the
-    second block, with no effect.)
-
-    Shape: ``(B, T, C, H, W)`` -> same.
-    """
-
-    def __init__(self, channels: int = 64) -> None:
-        super().__init__()
-        if channels < 16:
-            raise ValueError(f"channels: expected >= 16 (8·(C//16) shifted channels), got {channels}")
-        self.channels, self.number = channels, channels // 16
-        extra = 8 * self.number
-        for name in ("encoder_level1", "encoder_level1_1", "encoder_level1_2", "encoder_level1_3"):
-            self.add_module(name, nn.Sequential(GatedCAB(channels, 5, extra), GatedCAB(channels, 5)))
-
-    def stages(self) -> List[nn.Module]:
-        return [self.encoder_level1, self.encoder_level1_1, self.encoder_level1_2, self.encoder_level1_3]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        for i, stage in enumerate(self.stages()):
-            shifted = self.shift(x, backward=i % 2 == 1)
-            x = stage(shifted.flatten(0, 1)).unflatten(0, (b, -1))
-        return x
-
-    def shift(self, x: torch.Tensor, backward: bool = False) -> torch.Tensor:
-        """``(B, T, C, H, W)`` -> ``(B, T, C + 8·(C//16), H, W)``: temporal shift, then the spatial copies."""
-        half = x.shape[2] // 2
-        extra = 8 * self.number
-        if backward:
-            y = torch.cat((x[:, :, half:], x[:, :, :half].roll(-1, dims=1)), dim=2)
-            moved = y[:, :, -extra:]
-        else:
-            y = torch.cat((x[:, :, -half:].roll(1, dims=1), x[:, :, :-half]), dim=2)
-            moved = y[:, :, :extra]
-        return torch.cat((y, self._spatial_shift(moved)), dim=2)
-
-    def _spatial_shift(self, x: torch.Tensor) -> torch.Tensor:
-        n2 = (self.number - 1) // 2
-        n1 = self.number - 2 * n2
-        reach = 2 * _SHIFT_UNIT
-        h, w = x.shape[-2:]
-        padded = F.pad(x, (reach, reach, reach, reach))
-        groups = [(n2, s) for s in _OUTER_SHIFTS] + [(n1, s) for s in _INNER_SHIFTS]
-        pieces, start = [], 0
-        for size, (dy, dx) in groups:
-            top, left = reach - dy * _SHIFT_UNIT, reach - dx * _SHIFT_UNIT
-            pieces.append(padded[:, :, start:start + size, top:top + h, left:left + w])
-            start += size
-        return torch.cat(pieces, dim=2)
 
 
 class SkipUpsample(nn.Module):
@@ -221,7 +58,7 @@ class SkipUpsample(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                                _conv(in_channels, out_channels, 1))
+                                same_conv(in_channels, out_channels, 1))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.up(x) + skip
@@ -233,271 +70,10 @@ class PixelShuffleUpsample(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, scale: int = 2, kernel_size: int = 3) -> None:
         super().__init__()
         self.scale = scale
-        self.upsample_conv = _conv(in_channels, out_channels * scale * scale, kernel_size, bias=True)
+        self.upsample_conv = same_conv(in_channels, out_channels * scale * scale, kernel_size, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(self.upsample_conv(x), self.scale)
-
-
-# ------------------------------------------------------------------------------------------------
-# Reconstruction: residual Swin-3D groups (RVRT's RSTB)
-# ------------------------------------------------------------------------------------------------
-def _window_and_shift(size: Sequence[int], window: Sequence[int], shift: Sequence[int]):
-    """A window no larger than the input, and no shift along a dim the window covers whole."""
-    window = tuple(min(s, w) for s, w in zip(size, window))
-    shift = tuple(0 if s <= w else sh for s, w, sh in zip(size, window, shift))
-    return window, shift
-
-
-class WindowAttention3d(nn.Module):
-    """Multi-head self-attention inside ``(Wd, Wh, Ww)`` windows with a learned relative-position
-    bias (Video Swin). Keys ``relative_position_bias_table``, ``qkv_self``, ``proj``.
-
-    Shape: ``(B, nW, N, C)`` windows of ``N`` tokens; ``mask`` ``(nW, N, N)`` additive or None.
-    """
-
-    def __init__(self, dim: int, window_size: Sequence[int], num_heads: int) -> None:
-        super().__init__()
-        self.window_size, self.num_heads = tuple(window_size), num_heads
-        wd, wh, ww = self.window_size
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1),
-                                                                     num_heads))
-        self.register_buffer("relative_position_index", self._position_index(), persistent=False)
-        self.qkv_self = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def _position_index(self) -> torch.Tensor:
-        wd, wh, ww = self.window_size
-        coords = torch.stack(torch.meshgrid(torch.arange(wd), torch.arange(wh), torch.arange(ww), indexing="ij"))
-        rel = coords.flatten(1)[:, :, None] - coords.flatten(1)[:, None, :]
-        rel = rel + torch.tensor([wd - 1, wh - 1, ww - 1])[:, None, None]
-        return (rel[0] * (2 * wh - 1) + rel[1]) * (2 * ww - 1) + rel[2]
-
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        n = x.shape[-2]
-        q, k, v = rearrange(self.qkv_self(x), "b w n (three m d) -> three b w m n d", three=3, m=self.num_heads)
-        # Shrunk windows (inputs smaller than a window) read the top-left block of the full
-        # window's index, as the official code does.
-        index = self.relative_position_index[:n, :n]
-        bias = rearrange(self.relative_position_bias_table[index.reshape(-1)], "(i j) m -> m i j", i=n)
-        bias = bias.to(q.dtype)
-        attn_mask = bias if mask is None else bias + mask[:, None, :n, :n].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.proj(rearrange(out, "b w m n d -> b w n (m d)"))
-
-
-class SwinLayer3d(nn.Module):
-    """Pre-norm (shifted) window attention and an MLP (GELU, ratio 2), both residual (official
-    ``STL``). Channels-last ``(B, D, H, W, C)``.
-
-    As the official layer: the normed input is zero-padded to whole windows (padded tokens take
-    part in the attention), the shifted layer rolls cyclically with the -100 mask between regions.
-    """
-
-    def __init__(self, dim: int, num_heads: int, window_size: Sequence[int], shift_size: Sequence[int],
-                 mlp_ratio: float = 2.0) -> None:
-        super().__init__()
-        self.window_size, self.shift_size = tuple(window_size), tuple(shift_size)
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention3d(dim, window_size, num_heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Module()
-        self.mlp.fc1 = nn.Linear(dim, int(dim * mlp_ratio))
-        self.mlp.fc2 = nn.Linear(int(dim * mlp_ratio), dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._attention(x)
-        return x + self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
-
-    def _attention(self, x: torch.Tensor) -> torch.Tensor:
-        _, d, h, w, _ = x.shape
-        window, shift = _window_and_shift((d, h, w), self.window_size, self.shift_size)
-        pads = [(-s) % ws for s, ws in zip((d, h, w), window)]
-        x = F.pad(self.norm1(x), (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
-        padded = x.shape[1:4]
-        shifted = any(shift)
-        if shifted:
-            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-        (wd, wh, ww), (nd, nh) = window, (padded[0] // window[0], padded[1] // window[1])
-        windows = rearrange(x, "b (nd wd) (nh wh) (nw ww) c -> b (nd nh nw) (wd wh ww) c", wd=wd, wh=wh, ww=ww)
-        mask = _shift_mask(padded, window, shift, x.device) if shifted else None
-        out = self.attn(windows, mask)
-        out = rearrange(out, "b (nd nh nw) (wd wh ww) c -> b (nd wd) (nh wh) (nw ww) c",
-                        nd=nd, nh=nh, wd=wd, wh=wh)
-        if shifted:
-            out = torch.roll(out, shifts=shift, dims=(1, 2, 3))
-        return out[:, :d, :h, :w]
-
-
-def _shift_mask(size: Sequence[int], window: Sequence[int], shift: Sequence[int], device) -> torch.Tensor:
-    """``(nW, N, N)``: -100 between tokens of one shifted window that came from different regions."""
-    labels = []
-    for s, ws, sh in zip(size, window, shift):
-        pos = torch.arange(s, device=device)
-        # regions [0, s-ws), [s-ws, s-sh), [s-sh, s); one region along an unshifted dim
-        labels.append(torch.zeros_like(pos) if sh == 0 else (pos >= s - ws).long() + (pos >= s - sh).long())
-    region = (labels[0][:, None, None] * 9 + labels[1][None, :, None] * 3 + labels[2][None, None, :])
-    wd, wh, ww = window
-    region = rearrange(region, "(nd wd) (nh wh) (nw ww) -> (nd nh nw) (wd wh ww)", wd=wd, wh=wh, ww=ww)
-    different = region[:, :, None] != region[:, None, :]
-    return different.float() * -100.0
-
-
-class SwinGroup3d(nn.Module):
-    """``depth`` Swin-3D layers, every other one shifted by half a window, and a Linear, residual
-    (official ``RSTB``: ``residual_group.blocks.*``, ``linear``). Channels-last."""
-
-    def __init__(self, dim: int, depth: int = 2, num_heads: int = 6, window_size: Sequence[int] = (2, 8, 8),
-                 mlp_ratio: float = 2.0) -> None:
-        super().__init__()
-        shift = tuple(w // 2 for w in window_size)
-        self.residual_group = nn.Module()
-        self.residual_group.blocks = nn.ModuleList(
-            SwinLayer3d(dim, num_heads, window_size, shift if i % 2 else (0, 0, 0), mlp_ratio) for i in range(depth))
-        self.linear = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
-        for block in self.residual_group.blocks:
-            out = block(out)
-        return x + self.linear(out)
-
-
-class SwinReconstruction(nn.Module):
-    """BSSTNet's reconstruction (official ``RSTBWithInputConv``, not in the paper): grouped Conv3d
-    ``(1, 3, 3)`` to ``dim``, LayerNorm, ``num_groups`` :class:`SwinGroup3d`, LayerNorm.
-
-    Shape: ``(B, T, in_channels, H, W)`` -> ``(B, T, dim, H, W)``.
-    """
-
-    def __init__(self, in_channels: int = 960, dim: int = 192, groups: int = 3, num_groups: int = 2,
-                 depth: int = 2, num_heads: int = 6, window_size: Sequence[int] = (2, 8, 8)) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(in_channels, dim, (1, 3, 3), padding=(0, 1, 1), groups=groups)
-        self.norm_in = nn.LayerNorm(dim)
-        self.blocks = nn.Sequential(*(SwinGroup3d(dim, depth, num_heads, window_size) for _ in range(num_groups)))
-        self.norm_out = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = rearrange(self.conv(rearrange(x, "b t c h w -> b c t h w")), "b c t h w -> b t h w c")
-        x = self.norm_out(self.blocks(self.norm_in(x)))
-        return rearrange(x, "b t h w c -> b t c h w")
-
-
-# ------------------------------------------------------------------------------------------------
-# Flow refiner (ProPainter's RecurrentFlowCompleteNet, as BSSTNet adapts it)
-# ------------------------------------------------------------------------------------------------
-class _P3DBlock(nn.Module):
-    """Pseudo-3D block: Conv3d ``(1, k, k)`` stride ``(1, s, s)`` + LReLU(0.2), then a temporal
-    Conv3d ``(3, 1, 1)`` with dilation 2 (zero-padded in time)."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv3d(in_channels, out_channels, (1, 3, 3), (1, stride, stride), (0, 1, 1)),
-                                   _lrelu(0.2))
-        self.conv2 = nn.Sequential(nn.Conv3d(out_channels, out_channels, (3, 1, 1), padding=(2, 0, 0),
-                                             dilation=(2, 1, 1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(x))
-
-
-class _UpConv(nn.Module):
-    """Bilinear ×2 (``align_corners=True``) then a 3×3 conv (ProPainter's ``deconv``)."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.conv = _conv(in_channels, out_channels, 3, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))
-
-
-class _FlowFeaturePropagation(nn.Module):
-    """Second-order bidirectional propagation without flows (ProPainter's
-    ``BidirectionalPropagation``): a bounded-offset DCN (16 groups) aligns the previous two
-    states, a 2-conv backbone updates them; a 1×1 fusion of both directions is added to the input.
-
-    Shape: ``(B, T, C, H, W)`` -> same.
-    """
-
-    def __init__(self, channels: int = 64, deformable_groups: int = 16) -> None:
-        super().__init__()
-        self.deform_align, self.backbone = nn.ModuleDict(), nn.ModuleDict()
-        for i, branch in enumerate(("backward_", "forward_")):
-            self.deform_align[branch] = ModulatedDeformConv2d(
-                2 * channels, channels, 3, padding=1, deformable_groups=deformable_groups,
-                cond_channels=3 * channels, offset_channels=(channels,) * 3, max_residue_magnitude=5)
-            self.backbone[branch] = nn.Sequential(nn.Conv2d((2 + i) * channels, channels, 3, padding=1), _lrelu(),
-                                                  nn.Conv2d(channels, channels, 3, padding=1))
-        self.fusion = nn.Conv2d(2 * channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frames = list(x.unbind(1))
-        done: Dict[str, List[torch.Tensor]] = {}
-        for branch in ("backward_", "forward_"):
-            order = range(len(frames) - 1, -1, -1) if branch == "backward_" else range(len(frames))
-            states: List[torch.Tensor] = []
-            for i, t in enumerate(order):
-                state = torch.zeros_like(frames[t])
-                if i > 0:
-                    second = states[-2] if i > 1 else torch.zeros_like(states[-1])
-                    cond = torch.cat((states[-1], frames[t], second), dim=1)
-                    state = self.deform_align[branch](torch.cat((states[-1], second), dim=1), cond)
-                inputs = [frames[t]] + [done[k][t] for k in done] + [state]
-                states.append(state + self.backbone[branch](torch.cat(inputs, dim=1)))
-            done[branch] = states[::-1] if branch == "backward_" else states
-        fused = [self.fusion(torch.cat((done["backward_"][t], done["forward_"][t]), dim=1)) for t in range(len(frames))]
-        return torch.stack(fused, dim=1) + x
-
-
-class FlowRefiner(nn.Module):
-    """BSSTNet's flow refiner (official ``blur_motion_refine``, ProPainter's
-    ``RecurrentFlowCompleteNet``; not in the paper): refines flows conditioned on the blur map.
-
-    ``cat(blur, flow)`` per frame → Conv3d ``(1, 5, 5)`` stride 2 (replicate padding) → two P3D
-    blocks (the second stride 2: 1/4 of the flow grid) → three dilated Conv3d → flowless
-    second-order propagation → ×2 upsampling twice; the last conv is zero-initialised, so a fresh
-    refiner returns its input flows.
-
-    Shape:
-        - blur: ``(B, N, 1, h, w)``, flows: ``(B, N, 2, h, w)`` with ``h, w`` multiples of 4
-        - Output: ``(B, N, 2, h, w)``: ``flows`` + the predicted correction
-    """
-
-    def __init__(self, channels: int = 64, deformable_groups: int = 16) -> None:
-        super().__init__()
-        half = channels // 2
-        self.downsample = nn.Sequential(nn.Conv3d(3, half, (1, 5, 5), (1, 2, 2), (0, 2, 2), padding_mode="replicate"),
-                                        _lrelu(0.2))
-        self.encoder1 = nn.Sequential(_P3DBlock(half, half, 1), _lrelu(0.2), _P3DBlock(half, channels, 2),
-                                      _lrelu(0.2))
-        self.mid_dilation = nn.Sequential(*[m for d in (3, 2, 1) for m in (
-            nn.Conv3d(channels, channels, (1, 3, 3), padding=(0, d, d), dilation=(1, d, d)), _lrelu(0.2))])
-        self.feat_prop_module = _FlowFeaturePropagation(channels, deformable_groups)
-        self.decoder1 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), _lrelu(0.2),
-                                      _UpConv(channels, half), _lrelu(0.2))
-        self.upsample = nn.Sequential(nn.Conv2d(half, half, 3, padding=1), _lrelu(0.2), _UpConv(half, 2))
-        nn.init.zeros_(self.upsample[-1].conv.weight)
-        nn.init.zeros_(self.upsample[-1].conv.bias)
-
-    def forward(self, blur: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(rearrange(torch.cat((blur, flows), dim=2), "b n c h w -> b c n h w"))
-        encoded = self.encoder1(x)
-        mid = rearrange(self.mid_dilation(encoded), "b c n h w -> b n c h w")
-        features = self.feat_prop_module(mid) + rearrange(encoded, "b c n h w -> b n c h w")
-        correction = self.upsample(self.decoder1(features.flatten(0, 1)))
-        return flows + correction.unflatten(0, flows.shape[:2])
-
-    def refine_both(self, blur: torch.Tensor, flows_to_next: torch.Tensor,
-                    flows_to_prev: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Both directions, as the official ``forward_bidirect_flow``: ``O[t->t+1]`` in time order,
-        ``O[t+1->t]`` in reverse order. Each flow is paired with the blur map of the frame one step
-        later in its processing order (``blur[t+1]`` for ``O[t->t+1]``, ``blur[t]`` for
-        ``O[t+1->t]``): the pairing of ProPainter, kept because the released weights learned it."""
-        to_next = self(blur[:, 1:], flows_to_next)
-        to_prev = self(blur[:, :-1].flip(1), flows_to_prev.flip(1)).flip(1)
-        return to_next, to_prev
 
 
 # ------------------------------------------------------------------------------------------------
@@ -561,10 +137,10 @@ class BSSTNet(nn.Module):
         c, m = channels, mid_channels
         self.channels, self.mid_channels, self.flow_iters = c, m, flow_iters
         # encoder
-        self.concat = nn.Sequential(_conv(3, c, 3), _lrelu(), CAB(c))
-        self.down01 = nn.Sequential(nn.Conv2d(c, c, 3, 2, 1, bias=False), _lrelu())
+        self.concat = nn.Sequential(same_conv(3, c, 3), leaky_relu(), CAB(c))
+        self.down01 = nn.Sequential(nn.Conv2d(c, c, 3, 2, 1, bias=False), leaky_relu())
         self.encoder_level1, self.encoder_level1_1 = CAB(c), CAB(c)
-        self.down12 = nn.Sequential(nn.Conv2d(c, m, 3, 2, 1, bias=False), _lrelu())
+        self.down12 = nn.Sequential(nn.Conv2d(c, m, 3, 2, 1, bias=False), leaky_relu())
         self.encoder_level2, self.encoder_level2_1 = CAB(m), CAB(m)
         # flows and blur maps
         self.blur_map = BlurMap(eps=blur_eps)
@@ -573,7 +149,7 @@ class BSSTNet(nn.Module):
         self.deform_align, self.backbone = nn.ModuleDict(), nn.ModuleDict()
         for i, branch in enumerate(BRANCHES):
             self.deform_align[branch] = BlurAwareAlignment(m, deformable_groups=deformable_groups)
-            self.backbone[branch] = nn.Sequential(nn.Conv2d((2 + i) * m, m, 3, padding=1), _lrelu(), GatedCAB(m, 3))
+            self.backbone[branch] = nn.Sequential(nn.Conv2d((2 + i) * m, m, 3, padding=1), leaky_relu(), GatedCAB(m, 3))
         self.reconstruction = SwinReconstruction(5 * m, m, num_heads=rstb_heads)
         # blur-aware sparse transformer
         self.softsplit = SoftSplit(m, token_dim)
@@ -587,9 +163,9 @@ class BSSTNet(nn.Module):
         self.up21 = SkipUpsample(m, c)
         self.decoder_level1, self.decoder_level1_1 = ShiftBlock(c), ShiftBlock(c)
         self.upsample0 = PixelShuffleUpsample(c, c)
-        self.conv_hr0 = _conv(c, c, 3)
+        self.conv_hr0 = same_conv(c, c, 3)
         self.skip_conv, self.out_conv = CAB(c), CAB(c)
-        self.last_conv = _conv(c, 3, 3)
+        self.last_conv = same_conv(c, 3, 3)
         self.flow_estimator = RAFT() if flow_estimator == "raft" else flow_estimator
         if self.flow_estimator is not None:
             self.flow_estimator.requires_grad_(False).eval()
@@ -725,23 +301,17 @@ class BSSTNet(nn.Module):
         return torch.stack([torch.cat([feats[k][t] for k in feats], dim=1) for t in range(spatial.shape[1])], dim=1)
 
     def _propagate_branch(self, branch, feats, flows, checks, sharp, backward):
-        frames = len(feats["spatial"])
-        previous_branch = list(feats)[-1]
-        order = list(range(frames - 1, -1, -1)) if backward else list(range(frames))
-        states: List[torch.Tensor] = []
-        for i, t in enumerate(order):
-            current = feats[previous_branch][t]
-            state = torch.zeros_like(current)
-            if i > 0:
-                # flows[:, s] carries frame t to the frame visited before it, flows[:, s2] that one to the one before
-                s = t if backward else t - 1
-                s2 = s + 1 if backward else s - 1
-                first = (states[-1], sharp[:, order[i - 1]], flows[:, s], checks[:, s])
-                second = (states[-2], sharp[:, order[i - 2]], flows[:, s2], checks[:, s2]) if i > 1 else None
-                state = self._align(branch, current, sharp[:, t], first, second)
-            inputs = [feats[k][t] for k in feats] + [state]
-            states.append(state + self.backbone[branch](torch.cat(inputs, dim=1)))
-        return states[::-1] if backward else states
+        current = list(feats.values())[-1]
+        step = 1 if backward else -1  # the frame visited before t is t + step
+
+        def align(t: int, states: List[torch.Tensor]) -> torch.Tensor:
+            s = t if backward else t - 1  # flows[:, s] carries frame t to t + step, flows[:, s + step] that one on
+            first = (states[-1], sharp[:, t + step], flows[:, s], checks[:, s])
+            second = (states[-2], sharp[:, t + 2 * step], flows[:, s + step], checks[:, s + step]) \
+                if len(states) > 1 else None
+            return self._align(branch, current[t], sharp[:, t], first, second)
+
+        return second_order_propagation(feats, backward, align, self.backbone[branch])
 
     def _align(self, branch, current, sharp_now, first, second):
         """BFA of the previous two states onto frame t (spec §4.3). ``first``/``second``: the
@@ -822,6 +392,10 @@ _UNCALLED = ("feat_extract.", "decoder_level1_2.", "decoder_level2.", "decoder_l
 _GEOMETRY = (".valid_ind_rolled", ".mask_padding", ".relative_position_index")
 _RECONSTRUCTION = {"reconstruction.main.1.": "reconstruction.conv.", "reconstruction.main.3.": "reconstruction.norm_in.",
                    "reconstruction.main.5.": "reconstruction.blocks.", "reconstruction.main.7.": "reconstruction.norm_out."}
+# The gated CABs (the BBFP backbones, the fusion, the decoder's shift blocks) keep their channel
+# LayerNorm's affine as `norm.{weight,bias}`; layers.LayerNorm2d holds it as `norm.body.*`.
+_GATED_CAB_NORM = re.compile(r"^(backbone\.\w+\.2|cabattn\.[01]|decoder_level1(_1)?\.encoder_level1(_[123])?\.[01])"
+                             r"\.norm\.(weight|bias)$")
 
 
 @register_converter(BSSTNet)
@@ -843,8 +417,7 @@ def convert_bsstnet(model: nn.Module, state: StateDict) -> Tuple[StateDict, Dict
         elif key.endswith(_GEOMETRY):
             discarded[key] = "a geometry buffer of the official fixed 256x256 tile, computed per input here"
         else:
-            # only the gated CABs have a plain `.norm.` (the Swin and BSST layers use norm1/norm2)
-            kept[key.replace(".norm.", ".norm.body.") if key.endswith((".norm.weight", ".norm.bias")) else key] = value
+            kept[key.replace(".norm.", ".norm.body.") if _GATED_CAB_NORM.match(key) else key] = value
     return rename_prefixes(kept, _RECONSTRUCTION), discarded
 
 
