@@ -3,9 +3,12 @@
 Keeping them beside the registry's names means a newly registered model without a case here fails
 ``test_every_registered_model_has_a_case`` instead of silently escaping the model tests.
 """
+import json
+from pathlib import Path
+
 import torch
 
-from deblurlayers.models import (bsstnet_loss, dstnet_loss, erdn_loss, get_model_card, stdanet_loss,
+from deblurlayers.models import (bsstnet_loss, dstnet_loss, erdn_loss, get_model, get_model_card, stdanet_loss,
                                  stdanet_stack_loss)
 
 # Every width scaled down; RAFT keeps its fixed architecture (2 iterations). theta = 0 makes every
@@ -61,3 +64,48 @@ def perturb_zero_init(model, std=0.02):
         for p in model.parameters():
             if p.dim() > 1 and not p.any():
                 p.copy_(std * torch.randn(p.shape, generator=gen))
+
+
+# -- the helpers every model test uses ---------------------------------------------------------
+DATA = Path(__file__).parent / "data"
+
+
+def manifest(name):
+    """The official key manifest ``tests/data/<name>.json`` (vendored from shared/official_keys)."""
+    return json.loads((DATA / f"{name}.json").read_text())
+
+
+def small(name, seed=0, **overrides):
+    """The model registered as ``name`` in its small test configuration."""
+    torch.manual_seed(seed)
+    return get_model(name, **{**CASES[name][0], **overrides})
+
+
+def clip(name=None, batch=2, frames=None, height=18, width=22, seed=1):
+    """A random ``(batch, T, 3, height, width)`` clip; T defaults to the case's."""
+    t = frames if frames is not None else CASES[name][1]
+    return torch.rand(batch, t, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def official_haar_weights(channels):
+    """DSTNet's ``wave.haar_weights``, written out from the spec: per channel four 2x2 filters
+    with +1 except at the positions the band subtracts (band1: right column, band2: bottom row,
+    band3: anti-diagonal)."""
+    w = torch.ones(4 * channels, 1, 2, 2)
+    minus = {1: [(0, 1), (1, 1)], 2: [(1, 0), (1, 1)], 3: [(0, 1), (1, 0)]}
+    for c in range(channels):
+        for band, positions in minus.items():
+            for y, x in positions:
+                w[4 * c + band, 0, y, x] = -1
+    return w
+
+
+def official_state_dict(facts, seed=0, device=None):
+    """A state dict with every key and shape of an official manifest: random values (``device="meta"``:
+    none), except DSTNet's fixed Haar filters, which its converter checks."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {key: (torch.empty(entry["shape"], device="meta") if device == "meta"
+                   else torch.randn(entry["shape"], generator=gen)) for key, entry in facts["entries"].items()}
+    if "wave.haar_weights" in state:
+        state["wave.haar_weights"] = official_haar_weights(state["wave.haar_weights"].shape[0] // 4)
+    return state

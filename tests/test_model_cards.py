@@ -1,6 +1,5 @@
 """Every registered model has a card, and every card tells the truth about its model (issue 21):
 parameter count, official count, frame contract, size multiple, loss; the docs table agrees."""
-import json
 import math
 import re
 from pathlib import Path
@@ -11,9 +10,8 @@ import torch
 from deblurlayers.models import get_model, get_model_card, list_models
 
 from helpers import count_parameters
-from model_cases import CASES
+from model_cases import manifest, small
 
-DATA = Path(__file__).parent / "data"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "models" / "README.md"
 
 
@@ -31,17 +29,12 @@ def test_parameters_are_the_cards(name):
         model = get_model(name)
     assert count_parameters(model, trainable_only=True) == card.parameters
     if card.manifest is not None:
-        assert json.loads((DATA / f"{card.manifest}.json").read_text())["parameters"] == card.official_parameters
-
-
-def small(name):
-    torch.manual_seed(0)
-    return get_model(name, **CASES[name][0]).eval()
+        assert manifest(card.manifest)["parameters"] == card.official_parameters
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_frame_contract_is_the_cards(name):
-    card, model = get_model_card(name), small(name)
+    card, model = get_model_card(name), small(name).eval()
     frames = card.frames_in or card.min_frames + 1
     with torch.no_grad():
         out = model(torch.rand(2, frames, 3, 16, 16))
@@ -55,7 +48,7 @@ def test_frame_contract_is_the_cards(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_frames_are_padded_to_the_cards_size_multiple(name):
-    card, model = get_model_card(name), small(name)
+    card, model = get_model_card(name), small(name).eval()
     seen = []
     estimator = getattr(model, "flow_estimator", None)
     skip = set(estimator.modules()) if estimator is not None else set()

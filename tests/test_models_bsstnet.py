@@ -2,9 +2,7 @@
 shifts, the Swin-3D window attention and its shift mask, BFA, the consistency check), the
 propagation's flow indexing, the flow refiner's pairing, flows given vs estimated, the official
 tiled pipeline, checkpoints, bad inputs."""
-import json
 import math
-import pathlib
 
 import pytest
 import torch
@@ -17,23 +15,9 @@ from deblurlayers.layers.swin3d import _shift_mask
 from deblurlayers.models.bsstnet import _consistency
 from deblurlayers.ops import deform_conv2d, flow_warp
 from helpers import count_parameters
-from model_cases import BSSTNET_SMALL
+from model_cases import BSSTNET_SMALL, clip, manifest, small
 
-DATA = pathlib.Path(__file__).parent / "data"
 RAFT_PARAMETERS = 5_257_536
-
-
-def manifest():
-    return json.loads((DATA / "BSST.json").read_text())
-
-
-def small(**kwargs):
-    torch.manual_seed(0)
-    return BSSTNet(**{**BSSTNET_SMALL, **kwargs})
-
-
-def frames(b=1, t=4, h=32, w=32, seed=1):
-    return torch.rand(b, t, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
 def random_flows(b, t, h, w, scale=1.5, seed=2):
@@ -43,7 +27,7 @@ def random_flows(b, t, h, w, scale=1.5, seed=2):
 
 # -- official counts and keys ----------------------------------------------------------------------
 def test_parameter_counts():
-    facts = manifest()
+    facts = manifest("BSST")
     model = BSSTNet()
     uncalled = sum(math.prod(e["shape"]) for e in facts["entries"].values()
                    if not e["used"] and e.get("kind", "parameter") == "parameter")
@@ -55,7 +39,7 @@ def test_parameter_counts():
 
 
 def official_state():
-    facts = manifest()
+    facts = manifest("BSST")
     gen = torch.Generator().manual_seed(0)
     return facts, {k: torch.randn(e["shape"], generator=gen) if e["shape"] else torch.tensor(3.0)
                    for k, e in facts["entries"].items()}
@@ -98,26 +82,26 @@ def test_official_key_manifest_loads_strictly():
 
 
 def test_flow_estimator_is_not_part_of_the_state_dict(tmp_path):
-    model = small()
+    model = small("bsstnet")
     state = model.state_dict()
     assert not [k for k in state if k.startswith("flow_estimator.")]
-    other = small(flow_iters=1)
+    other = small("bsstnet", flow_iters=1)
     other.load_state_dict(state, strict=True)
     # a BasicSR checkpoint of the network round-trips through load_official
     torch.manual_seed(5)
     for p in model.parameters():
         p.data.add_(0.01 * torch.randn_like(p))
     torch.save({"params": model.state_dict()}, tmp_path / "net_g.pth")
-    fresh = small()
+    fresh = small("bsstnet")
     assert load_official(fresh, tmp_path / "net_g.pth") == ([], [], {})
     fresh.flow_estimator.load_state_dict(model.flow_estimator.state_dict())
-    x = frames(t=3, h=16, w=16)
+    x = clip("bsstnet", frames=3, height=16, width=16, batch=1)
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(x), model.eval()(x))
 
 
 def test_flow_estimator_stays_frozen_in_eval_mode():
-    model = small().train()
+    model = small("bsstnet").train()
     assert model.training and not model.flow_estimator.training
     assert not any(p.requires_grad for p in model.flow_estimator.parameters())
 
@@ -266,7 +250,7 @@ def test_forward_backward_consistency_by_hand():
 
 # -- data flow --------------------------------------------------------------------------------------
 def test_propagation_uses_the_official_flow_indices():
-    model = small()
+    model = small("bsstnet")
     b, t, h, w = 1, 5, 32, 32
     to_next, to_prev = random_flows(b, t, h // 4, w // 4)
     seen = {}
@@ -275,7 +259,7 @@ def test_propagation_uses_the_official_flow_indices():
         model.deform_align[branch].register_forward_hook(
             lambda mod, args, out, branch=branch: seen[branch].append(args[2].detach().clone()))
     with torch.no_grad():
-        model(frames(b, t, h, w), to_next, to_prev)  # a fresh refiner returns its input flows
+        model(clip("bsstnet", b, t, h, w), to_next, to_prev)  # a fresh refiner returns its input flows
     back, fwd = seen["backward_1"], seen["forward_1"]
     assert len(back) == len(fwd) == t - 1
     # backward: t = 3, 2, ...: first order O[t->t+1], second order O[t->t+1] + warp(O[t+1->t+2])
@@ -289,7 +273,7 @@ def test_propagation_uses_the_official_flow_indices():
 
 
 def test_flow_refiner_pairs_each_flow_with_the_official_blur_frame():
-    model = small()
+    model = small("bsstnet")
     calls = []
     model.blur_motion_refine.register_forward_hook(lambda mod, args, out: calls.append(args))
     blur = torch.arange(5.0).view(1, 5, 1, 1, 1).expand(1, 5, 1, 8, 8)
@@ -306,15 +290,15 @@ def test_flow_refiner_pairs_each_flow_with_the_official_blur_frame():
 def test_full_size_model_any_batch_odd_size_and_frames_not_divisible_by_four():
     torch.manual_seed(0)
     model = BSSTNet(flow_iters=2).eval()
-    x = frames(b=2, t=5, h=37, w=45)
+    x = clip("bsstnet", batch=2, frames=5, height=37, width=45)
     with torch.no_grad():
         out = model(x)
     assert out.shape == x.shape and out.isfinite().all()
 
 
 def test_estimated_flows_are_the_official_recipe_and_equal_given_ones():
-    model = small().eval()
-    x = frames(b=1, t=3, h=32, w=48)
+    model = small("bsstnet").eval()
+    x = clip("bsstnet", batch=1, frames=3, height=32, width=48)
     to_next, to_prev = model.estimate_flows(x)
     half = F.interpolate(x[0], scale_factor=0.5, mode="bilinear", align_corners=False)
     for i in range(2):
@@ -329,29 +313,29 @@ def test_estimated_flows_are_the_official_recipe_and_equal_given_ones():
 
 
 def test_batch_elements_are_independent():
-    model = small().eval()
-    x = frames(b=2, t=4, h=16, w=32)
+    model = small("bsstnet").eval()
+    x = clip("bsstnet", batch=2, frames=4, height=16, width=32)
     with torch.no_grad():
         torch.testing.assert_close(model(x)[1:], model(x[1:]), rtol=1e-4, atol=1e-5)
 
 
 def test_a_static_clip_is_finite():
-    model = small().eval()
-    x = frames(t=4, h=16, w=16)[:, :1].expand(1, 4, 3, 16, 16)
+    model = small("bsstnet").eval()
+    x = clip("bsstnet", frames=4, height=16, width=16, batch=1)[:, :1].expand(1, 4, 3, 16, 16)
     zero = torch.zeros(1, 3, 2, 4, 4)
     with torch.no_grad():
         assert model(x, zero, zero).isfinite().all()
 
 
 def test_outside_tokens_option_reaches_every_bsst_layer():
-    model = small(outside_tokens="masked")
+    model = small("bsstnet", outside_tokens="masked")
     assert {layer.attention.outside_tokens for layer in model.transsqattn.transformer} == {"masked"}
-    assert {layer.attention.outside_tokens for layer in small().transsqattn.transformer} == {"zeros"}
+    assert {layer.attention.outside_tokens for layer in small("bsstnet").transsqattn.transformer} == {"zeros"}
 
 
 def test_tiling_equals_the_untiled_model_where_one_tile_covers_the_frame():
-    model = small().eval()
-    x = frames(t=4, h=40, w=52)
+    model = small("bsstnet").eval()
+    x = clip("bsstnet", frames=4, height=40, width=52, batch=1)
     with torch.no_grad():
         whole = model(x)
         torch.testing.assert_close(tiled_inference(model, x, tile=64, overlap=16), whole)
@@ -364,8 +348,8 @@ def test_tiling_equals_the_untiled_model_where_one_tile_covers_the_frame():
 
 
 def test_restore_crops_the_whole_frame_flows_for_each_tile():
-    model = small().eval()
-    x = frames(t=3, h=48, w=48)
+    model = small("bsstnet").eval()
+    x = clip("bsstnet", frames=3, height=48, width=48, batch=1)
     seen = []
     original = model.forward
 
@@ -391,8 +375,8 @@ def test_loss_is_the_mean_absolute_error():
 
 # -- bad inputs ----------------------------------------------------------------------------------------
 def test_bad_inputs():
-    model = small()
-    x = frames(t=3, h=20, w=24)
+    model = small("bsstnet")
+    x = clip("bsstnet", frames=3, height=20, width=24, batch=1)
     h, w = BSSTNet.flow_size(20, 24)
     assert (h, w) == (8, 8)
     good = torch.zeros(1, 2, 2, h, w)
@@ -444,9 +428,9 @@ class ConstantFlow(torch.nn.Module):
 
 def test_any_module_with_the_estimators_call_replaces_raft():
     estimator = ConstantFlow()
-    model = small(flow_estimator=estimator, flow_iters=3)
+    model = small("bsstnet", flow_estimator=estimator, flow_iters=3)
     assert not estimator.scale.requires_grad and not [k for k in model.state_dict() if "scale" in k]
-    x = frames(b=1, t=3, h=32, w=48)
+    x = clip("bsstnet", batch=1, frames=3, height=32, width=48)
     to_next, to_prev = model.estimate_flows(x)
     # both directions of the 2 pairs in one call, on x0.5 frames in [0, 1]
     (shape, iters, low, high), = estimator.calls

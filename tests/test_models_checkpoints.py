@@ -1,35 +1,28 @@
 """verify_checkpoint (issue 26): a downloaded file checked against the model's key manifest and shapes
 before anything is loaded; load_official refuses other shapes before copying anything."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from deblurlayers.models import RAFT, load_official, verify_checkpoint
-from deblurlayers.models.dstnet import official_haar_filters
 
-DATA = Path(__file__).parent / "data"
+from model_cases import manifest, official_state_dict
+
 # registered name (or "raft") -> the official manifest its released checkpoint follows
 MANIFESTS = {"stdanet": "STDAN", "stdanet_stack": "STDAN_Stack", "dstnet": "DSTNet", "dstnet_l": "DSTNet_L",
              "erdn": "ERDN", "erdn_single": "ERDN_1", "bsstnet": "BSST", "raft": "RAFT"}
 
 
-def manifest_state_dict(manifest: str, device="meta"):
-    """A state dict with every key and shape of the official model (values only where a converter
-    checks them: DSTNet's fixed Haar filters)."""
-    entries = json.loads((DATA / f"{manifest}.json").read_text())["entries"]
-    state = {key: torch.zeros(entry["shape"], device=device) for key, entry in entries.items()}
-    if "wave.haar_weights" in state:
-        state["wave.haar_weights"] = official_haar_filters(state["wave.haar_weights"].shape[0] // 4)
-    return state
+def manifest_state_dict(name, device="meta"):
+    """Every key and shape of the official model (no values on the meta device, except DSTNet's
+    fixed Haar filters, which its converter checks)."""
+    return official_state_dict(manifest(name), device=device)
 
 
 @pytest.mark.parametrize("name", sorted(MANIFESTS))
 def test_every_official_manifest_verifies_as_its_model(name):
     report = verify_checkpoint({"params": manifest_state_dict(MANIFESTS[name])}, name)
     assert report.ok, str(report)
-    assert report.tensors == len(json.loads((DATA / f"{MANIFESTS[name]}.json").read_text())["entries"])
+    assert report.tensors == len(manifest(MANIFESTS[name])["entries"])
     assert str(report).startswith(f"{name}: ok: loads strictly")
 
 

@@ -1,8 +1,6 @@
 """ERDN: official counts and key manifests, the official data flow restated step by step, padding,
 whole-clip restoration with stage-1 reuse, the losses, and bad inputs. (Shapes, gradients,
 autocast, compile, FLOPs, DDP and a short training run are in the shared model tests.)"""
-import json
-import pathlib
 
 import pytest
 import torch
@@ -12,25 +10,20 @@ from deblurlayers.layers import GradientMap
 from deblurlayers.models import ERDN, ERDNOutput, erdn_loss, erdn_stage_loss, get_model, load_official
 from deblurlayers.models.erdn import luckiness_mask
 from helpers import count_parameters
-from model_cases import ERDN_SMALL, perturb_zero_init
+from model_cases import clip, manifest, perturb_zero_init, small
 
-DATA = pathlib.Path(__file__).parent / "data"
 GRADIENT_KERNEL_VALUES = 18  # get_grad.weight_{h,v}: official frozen parameters, buffers here
 
 
-def manifest(name):
-    return json.loads((DATA / f"{name}.json").read_text())
-
-
-def small(stages=2, seed=0):
-    torch.manual_seed(seed)
-    model = ERDN(stages=stages, **ERDN_SMALL)
-    perturb_zero_init(model)  # non-zero DCN offsets, so the alignment actually deforms
+def deforming(stages=2, seed=0):
+    """The small ERDN with non-zero DCN offsets, so the alignment actually deforms; eval mode."""
+    model = small("erdn" if stages == 2 else "erdn_single", seed=seed)
+    perturb_zero_init(model)
     return model.eval()
 
 
 def frames(t, batch=1, height=16, width=24, seed=1):
-    return torch.rand(batch, t, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    return clip(batch=batch, frames=t, height=height, width=width, seed=seed)
 
 
 # -- official counts and keys ----------------------------------------------------------------------
@@ -110,7 +103,7 @@ def test_official_names_are_the_manifest_less_the_uncalled_convolutions():
 
 @pytest.mark.parametrize("wrap", ["flat", "module", "file"])
 def test_load_official_round_trip(wrap, tmp_path):
-    source, target = small(seed=0), small(seed=1)
+    source, target = deforming(seed=0), deforming(seed=1)
     state = to_official_names(source)
     checkpoint = {"module." + k: v for k, v in state.items()} if wrap == "module" else state
     if wrap == "file":
@@ -177,7 +170,7 @@ def official_first_stage(model, stage, x):
 
 
 def test_stage_is_the_official_first_stage():
-    model = small(stages=1)
+    model = deforming(stages=1)
     x = frames(3, batch=2)
     out = model(x, return_details=True)
     restored, grad, warped = official_first_stage(model, model.stages[0], x)
@@ -188,7 +181,7 @@ def test_stage_is_the_official_first_stage():
 
 
 def test_two_stages_are_the_official_cascade():
-    model = small(stages=2)
+    model = deforming(stages=2)
     x = frames(5, batch=2)
     out = model(x, return_details=True)
     firsts = [official_first_stage(model, model.stages[0], x[:, i:i + 3]) for i in range(3)]
@@ -206,7 +199,7 @@ def test_two_stages_are_the_official_cascade():
 
 def test_stage_two_gradient_input_is_not_detached():
     # official: grad_input = get_grad(warped2.clone()), so stage 1 also learns through that path
-    model = small(stages=2)
+    model = deforming(stages=2)
     x = frames(5)
     weight = model.stages[0].recons_net.outBlock[-1].weight
     (full,) = torch.autograd.grad(model(x).sum(), weight)
@@ -220,7 +213,7 @@ def test_stage_two_gradient_input_is_not_detached():
 
 
 def test_frames_are_padded_to_multiples_of_8_and_cropped():
-    model = small(stages=1)
+    model = deforming(stages=1)
     x = frames(3, height=13, width=18)
     padded = F.pad(x.flatten(0, 1), (0, 6, 0, 3), mode="reflect").view(1, 3, 3, 16, 24)
     torch.testing.assert_close(model(x), model(padded)[..., :13, :18])
@@ -228,7 +221,7 @@ def test_frames_are_padded_to_multiples_of_8_and_cropped():
 
 
 def test_batched_stage_one_windows_equal_separate_calls():
-    model = small(stages=2)
+    model = deforming(stages=2)
     x = frames(5, batch=2)
     separate = torch.stack([model.run_stage(0, x[:, i:i + 3]).restored for i in range(3)], 1)
     torch.testing.assert_close(model(x, return_details=True).first_restored, separate, rtol=1e-5, atol=1e-6)
@@ -263,7 +256,7 @@ class StagePasses:
 
 @pytest.mark.parametrize("border", ["official", "none"])
 def test_restore_clip_equals_the_model_on_every_window_with_half_the_stage_passes(border):
-    model = small(stages=2)
+    model = deforming(stages=2)
     clip = frames(7, batch=2, height=13, width=18, seed=5)
     windows = official_windows(clip, border == "official")
     passes = StagePasses(model, batch=2)
@@ -283,7 +276,7 @@ def test_restore_clip_equals_the_model_on_every_window_with_half_the_stage_passe
 
 
 def test_restore_clip_with_one_stage_uses_the_middle_three_frames_of_each_window():
-    model = small(stages=1)
+    model = deforming(stages=1)
     clip = frames(4, seed=6)
     with torch.no_grad():
         expected = torch.stack([model(w[:, 1:4]) for w in official_windows(clip, True)], 1)
@@ -291,7 +284,7 @@ def test_restore_clip_with_one_stage_uses_the_middle_three_frames_of_each_window
 
 
 def test_restore_clip_batching_and_empty_batch():
-    model = small(stages=2)
+    model = deforming(stages=2)
     clip = frames(5, seed=7)
     with torch.no_grad():
         torch.testing.assert_close(model.restore_clip(clip, windows_per_batch=1),
@@ -322,26 +315,26 @@ def test_stage_loss_terms_by_hand():
 
 
 def test_two_stage_loss_is_the_sum_over_the_three_first_windows_and_the_last():
-    model = small(stages=2)
+    model = deforming(stages=2)
     x, sharp = frames(5, seed=9), frames(5, seed=10)
     out = model(x, return_details=True)
     expected = sum(erdn_stage_loss(out.first_restored[:, i], out.first_grad_map[:, i], out.first_aligned[:, i],
                                    sharp[:, i:i + 3]) for i in range(3))
     expected = expected + erdn_stage_loss(out.restored, out.grad_map, out.aligned, sharp[:, 1:4])
     torch.testing.assert_close(erdn_loss(out, sharp), expected)
-    single = small(stages=1)(x[:, 1:4], return_details=True)
+    single = deforming(stages=1)(x[:, 1:4], return_details=True)
     torch.testing.assert_close(erdn_loss(single, sharp[:, 1:4]),
                                erdn_stage_loss(single.restored, single.grad_map, single.aligned, sharp[:, 1:4]))
 
 
 # -- compile, bad inputs -----------------------------------------------------------------------------
 def test_forward_compiles_without_graph_breaks():
-    explanation = torch._dynamo.explain(small(stages=2))(frames(5))
+    explanation = torch._dynamo.explain(deforming(stages=2))(frames(5))
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
 def test_bad_inputs():
-    model = small(stages=2)
+    model = deforming(stages=2)
     with pytest.raises(ValueError, match=r"frames: expected shape \(B, T=5, C=3, H, W\).*\(1, 4, 3, 16, 24\)"):
         model(frames(4))
     with pytest.raises(ValueError, match=r"frames: expected shape .*C=3"):

@@ -1,7 +1,5 @@
 """RAFT (BSSTNet's flow estimator): official count and keys, the correlation lookup and convex
 upsampling checked by hand, padding, iterations, gradients, bad inputs."""
-import json
-import pathlib
 
 import pytest
 import torch
@@ -10,12 +8,7 @@ import torch.nn.functional as F
 from deblurlayers.models import RAFT, load_official
 from deblurlayers.models.flow import CorrelationPyramid, convex_upsample
 from helpers import count_parameters
-
-DATA = pathlib.Path(__file__).parent / "data"
-
-
-def manifest():
-    return json.loads((DATA / "RAFT.json").read_text())
+from model_cases import manifest
 
 
 def images(batch=1, height=64, width=72, seed=0):
@@ -24,7 +17,7 @@ def images(batch=1, height=64, width=72, seed=0):
 
 
 def test_parameter_count_and_official_keys_load_strictly():
-    facts = manifest()
+    facts = manifest("RAFT")
     model = RAFT()
     assert count_parameters(model) == facts["parameters"] == 5_257_536
     gen = torch.Generator().manual_seed(0)

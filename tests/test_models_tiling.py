@@ -6,6 +6,7 @@ from torch import nn
 
 from deblurlayers.models import DSTNet, STDANet, tiled_inference
 from deblurlayers.models._tiling import _spans
+from model_cases import clip
 
 
 class PerFrameConvs(nn.Module):
@@ -27,8 +28,8 @@ class PerFrameConvs(nn.Module):
         return y
 
 
-def clip(t=5, h=37, w=45, seed=1):
-    return torch.rand(1, t, 3, h, w, generator=torch.Generator().manual_seed(seed))
+def frames(t=5, h=37, w=45, seed=1):
+    return clip(batch=1, frames=t, height=h, width=w, seed=seed)
 
 
 def test_spans_cover_the_axis_and_split_overlaps_in_the_middle():
@@ -39,7 +40,7 @@ def test_spans_cover_the_axis_and_split_overlaps_in_the_middle():
 
 
 def test_crop_blend_is_exact_when_the_reach_fits_half_the_overlap():
-    model, x = PerFrameConvs(), clip()
+    model, x = PerFrameConvs(), frames()
     with torch.no_grad():
         full = model(x)
         torch.testing.assert_close(tiled_inference(model, x, tile=16, overlap=4, blend="crop"), full)
@@ -48,7 +49,7 @@ def test_crop_blend_is_exact_when_the_reach_fits_half_the_overlap():
 
 
 def test_temporal_chunks_are_exact_when_the_reach_fits_half_the_frame_overlap():
-    model, x = PerFrameConvs(temporal=True), clip(t=9)
+    model, x = PerFrameConvs(temporal=True), frames(t=9)
     with torch.no_grad():
         full = model(x)
         out = tiled_inference(model, x, tile=20, overlap=6, frames_per_clip=4, frame_overlap=2)
@@ -61,7 +62,7 @@ def test_average_blend_of_a_pointwise_model_is_exact():
     model = nn.Conv3d(3, 3, 1)
     def clip_model(x):  # noqa: E306
         return model(x.transpose(1, 2)).transpose(1, 2)
-    x = clip()
+    x = frames()
     with torch.no_grad():
         torch.testing.assert_close(tiled_inference(clip_model, x, tile=16, overlap=5, blend="average",
                                                    frames_per_clip=3, frame_overlap=1), clip_model(x))
@@ -71,7 +72,7 @@ def test_one_tile_is_the_untiled_call_of_real_models():
     dstnet = DSTNet(num_feat=8, num_blocks=1, num_cwgdn=1).eval()
     stdanet = STDANet(channels=8, num_points=2).eval()
     with torch.no_grad():
-        x = clip(t=3, h=30, w=34)
+        x = frames(t=3, h=30, w=34)
         assert torch.equal(tiled_inference(dstnet, x, tile=64, overlap=16), dstnet(x))
         assert torch.equal(tiled_inference(stdanet, x, tile=64, overlap=16), stdanet(x))
         # a clip-to-frame model on several tiles: shape of one frame, every pixel written
@@ -80,7 +81,7 @@ def test_one_tile_is_the_untiled_call_of_real_models():
 
 
 def test_bad_arguments():
-    model, x = PerFrameConvs(), clip()
+    model, x = PerFrameConvs(), frames()
     with pytest.raises(ValueError, match=r"overlap: expected an int in \[0, tile=16\)"):
         tiled_inference(model, x, tile=16, overlap=16)
     with pytest.raises(ValueError, match=r"tile: expected an int >= 1"):
@@ -93,7 +94,7 @@ def test_bad_arguments():
         tiled_inference(model, x[0])
     stdanet = STDANet(channels=8, num_points=2).eval()
     with pytest.raises(ValueError, match=r"frames_per_clip: only for models that return every frame"):
-        tiled_inference(stdanet, clip(t=5), frames_per_clip=3, frame_overlap=1)
+        tiled_inference(stdanet, frames(t=5), frames_per_clip=3, frame_overlap=1)
     with pytest.raises(ValueError, match=r"model: expected an output"):
         tiled_inference(lambda f: f[:, :, :, :2], x)
 
@@ -107,7 +108,7 @@ class FlowTaker(nn.Module):
 
 
 def test_side_inputs_are_cropped_with_every_tile_and_chunk():
-    x = clip(t=6, h=40, w=48)
+    x = frames(t=6, h=40, w=48)
     flows = torch.randn(1, 5, 2, 10, 12)
     whole = FlowTaker()(x, flows)
     tiled = tiled_inference(FlowTaker(), x, tile=16, overlap=8, frames_per_clip=3, frame_overlap=2,
@@ -117,7 +118,7 @@ def test_side_inputs_are_cropped_with_every_tile_and_chunk():
 
 
 def test_side_input_errors():
-    x = clip(t=3, h=40, w=48)
+    x = frames(t=3, h=40, w=48)
     with pytest.raises(TypeError, match=r"side_inputs\['flows'\]: expected a \(tensor, scale\) pair"):
         tiled_inference(FlowTaker(), x, tile=16, overlap=8, side_inputs={"flows": torch.zeros(1)})
     with pytest.raises(ValueError, match=r"side_inputs\['flows'\]: expected shape \(B=1, T=3 or 2"):
