@@ -22,7 +22,6 @@ from ._backend import float32_under_autocast, use_native
 __all__ = ["deform_conv2d", "deform_conv2d_reference"]
 
 
-
 @float32_under_autocast
 def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
                   bias: Optional[torch.Tensor] = None, stride: IntPair = 1, padding: IntPair = 0,
