@@ -200,6 +200,9 @@ def test_bad_inputs(name):
         model(torch.ones(1, t, 3, 16, 16, dtype=torch.int64))
     with pytest.raises(TypeError, match=r"frames: expected dtype torch.float32"):
         model(torch.rand(1, t, 3, 16, 16, dtype=torch.float64))
+    # a clip on the meta device used to come back as a meta tensor from some models
+    with pytest.raises(ValueError, match=r"frames: expected a tensor on cpu \(the device of the parameters\), got meta"):
+        model(torch.rand(1, t, 3, 16, 16, device="meta"))
     if name.startswith(("stdanet", "erdn")):
         with pytest.raises(ValueError, match=rf"frames: expected shape \(B, T={t}"):
             model(torch.rand(1, t + 1, 3, 16, 16))

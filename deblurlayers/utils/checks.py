@@ -80,6 +80,8 @@ def check_input(x: torch.Tensor, layout: str, *, name: str, like: Optional[nn.Mo
                 ) -> Dict[str, int]:
     """:func:`check_shape`, plus what every layer's main input needs.
 
+    - the device of ``like``'s parameters (``ValueError``: a clip on another device would fail deep
+      inside, or, on the meta device, silently return a meta tensor);
     - a floating dtype (``TypeError`` otherwise), the dtype of ``like``'s parameters outside
       ``torch.autocast`` (``TypeError``: the first conv would fail deep inside otherwise);
     - each ``minimum`` size (``ValueError`` naming the dimension and the minimum), e.g.
@@ -88,6 +90,8 @@ def check_input(x: torch.Tensor, layout: str, *, name: str, like: Optional[nn.Mo
     dims = check_shape(x, layout, name=name, sizes=sizes)
     check_floating(x, name=name)
     weight = next(like.parameters(), None) if like is not None else None
+    if weight is not None and x.device != weight.device:
+        raise ValueError(f"{name}: expected a tensor on {weight.device} (the device of the parameters), got {x.device}")
     if weight is not None and x.dtype != weight.dtype and not autocast_enabled(x.device.type):
         raise TypeError(f"{name}: expected dtype {weight.dtype} (that of the parameters; or run under "
                         f"torch.autocast), got {x.dtype}")
