@@ -80,3 +80,22 @@ def test_load_official_with_other_shapes_changes_nothing():
         after = model.state_dict()
         assert all(torch.equal(after[k], before[k]) for k in before)
 
+
+
+def test_files_that_are_not_checkpoints_get_clear_errors(tmp_path):
+    model = RAFT()
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(ValueError, match=r"notes.txt' is not a PyTorch checkpoint"):
+        load_official(model, text)
+    pickled = tmp_path / "model.pth"
+    torch.save(torch.nn.Linear(2, 2), pickled)
+    with pytest.raises(ValueError, match=r"holds pickled Python objects.*\.state_dict\(\) to load_official"):
+        load_official(model, pickled)
+    tensor = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), tensor)
+    with pytest.raises(ValueError, match=r"holds a Tensor, expected a state dict"):
+        load_official(model, tensor)
+    with pytest.raises(FileNotFoundError, match=r"nothing is downloaded"):
+        load_official(model, tmp_path / "raft-things.pth")
+    assert "not a PyTorch checkpoint" in verify_checkpoint(text, "raft").error

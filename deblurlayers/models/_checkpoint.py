@@ -9,6 +9,8 @@ model's ``state_dict``.
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Type, Union
 
 import torch
@@ -158,7 +160,7 @@ def verify_checkpoint(checkpoint: Union[str, os.PathLike, Mapping[str, object]],
         state = _official_state(checkpoint, param_key)
     except (FileNotFoundError, TypeError, KeyError):
         raise
-    except Exception as exc:  # a truncated or corrupt download: torch.load's zip and pickle errors
+    except ValueError as exc:  # a truncated or corrupt download, or not a checkpoint at all
         return CheckpointReport(name, False, 0, [], [], {}, {}, f"could not read the checkpoint: {exc}")
     own = model.state_dict()
     try:
@@ -218,11 +220,32 @@ def _converter_for(model: nn.Module) -> Converter:
 
 
 def _read(checkpoint) -> Mapping[str, object]:
-    if isinstance(checkpoint, (str, os.PathLike)):
-        return torch.load(checkpoint, map_location="cpu", weights_only=True)
     if isinstance(checkpoint, Mapping):
         return checkpoint
-    raise TypeError(f"checkpoint: expected a path or a state dict, got {type(checkpoint).__name__}")
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint: expected a path or a state dict, got {type(checkpoint).__name__}")
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"checkpoint: no file {os.fspath(checkpoint)!r} (nothing is downloaded: "
+                                "docs/models/README.md says where each paper's weights are)")
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not zipfile.is_zipfile(checkpoint):  # torch.save writes zip archives (and legacy tensor files)
+            raise ValueError(f"checkpoint: {os.fspath(checkpoint)!r} is not a PyTorch checkpoint (a torch.save "
+                             f"file); reading it failed with {str(exc).splitlines()[0]}") from exc
+        # torch.load's weights-only unpickler refuses arbitrary objects, e.g. a whole pickled model.
+        raise ValueError(f"checkpoint: {os.fspath(checkpoint)!r} holds pickled Python objects, not tensors (a "
+                         "whole model saved with torch.save(model)?); deblurlayers does not unpickle code. If "
+                         "you trust the file, load it yourself with torch.load(path, weights_only=False) and pass "
+                         f"its .state_dict() to load_official. ({str(exc).splitlines()[0]})") from exc
+    except Exception as exc:  # not a zip or legacy torch file: its own errors are KeyError 101 and the like
+        raise ValueError(f"checkpoint: {os.fspath(checkpoint)!r} is not a PyTorch checkpoint (a torch.save file); "
+                         f"reading it failed with {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                         ) from exc
+    if not isinstance(state, Mapping):
+        raise ValueError(f"checkpoint: {os.fspath(checkpoint)!r} holds a {type(state).__name__}, expected a state "
+                         "dict (a mapping of names to tensors, possibly in a training container)")
+    return state
 
 
 def _unwrap(checkpoint: Mapping[str, object], param_key: Optional[str]) -> StateDict:
