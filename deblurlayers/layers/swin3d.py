@@ -38,15 +38,17 @@ class WindowAttention3d(nn.Module):
         wd, wh, ww = self.window_size
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1),
                                                                      num_heads))
-        self.register_buffer("relative_position_index", self._position_index(), persistent=False)
         self.qkv_self = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def _position_index(self) -> torch.Tensor:
+    def relative_position_index(self, device: torch.device) -> torch.Tensor:
+        """``(N, N)`` index into the bias table for the ``N`` tokens of a full window. Computed when
+        needed rather than held as a buffer, so a model built on the meta device and moved with
+        ``to_empty`` needs no re-initialisation (the official buffer is a fixed function of the window)."""
         wd, wh, ww = self.window_size
-        coords = torch.stack(torch.meshgrid(torch.arange(wd), torch.arange(wh), torch.arange(ww), indexing="ij"))
+        coords = torch.stack(torch.meshgrid(*(torch.arange(n, device=device) for n in (wd, wh, ww)), indexing="ij"))
         rel = coords.flatten(1)[:, :, None] - coords.flatten(1)[:, None, :]
-        rel = rel + torch.tensor([wd - 1, wh - 1, ww - 1])[:, None, None]
+        rel = rel + torch.tensor([wd - 1, wh - 1, ww - 1], device=device)[:, None, None]
         return (rel[0] * (2 * wh - 1) + rel[1]) * (2 * ww - 1) + rel[2]
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -54,7 +56,7 @@ class WindowAttention3d(nn.Module):
         q, k, v = rearrange(self.qkv_self(x), "b w n (three m d) -> three b w m n d", three=3, m=self.num_heads)
         # Shrunk windows (inputs smaller than a window) read the top-left block of the full
         # window's index, as the official code does.
-        index = self.relative_position_index[:n, :n]
+        index = self.relative_position_index(x.device)[:n, :n]
         bias = rearrange(self.relative_position_bias_table[index.reshape(-1)], "(i j) m -> m i j", i=n)
         bias = bias.to(q.dtype)
         attn_mask = bias if mask is None else bias + mask[:, None, :n, :n].to(q.dtype)
