@@ -101,6 +101,19 @@ def test_built_on_meta_then_to_empty_and_loaded_equals_the_model(name):
         torch.testing.assert_close(model.eval()(x), source(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_frames_in_0_255_draw_one_warning_naming_frames(name):
+    import warnings
+
+    model = small(name).eval()
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model(255 * clip(name, batch=1, height=16, width=16))
+        model(clip(name, batch=1, height=16, width=16))
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning) and "frames:" in str(w.message)]
+    assert len(messages) == 1 and "take frames in [0, 1]" in messages[0]
+
+
 def test_load_official_type_errors():
     with pytest.raises(TypeError, match="model: expected one of"):
         load_official(torch.nn.Linear(2, 2), {})

@@ -18,6 +18,16 @@ __all__ = ["tiled_inference"]
 BLENDS = ("crop", "average")
 
 
+def check_tiling(tile: int, overlap: int, frames_per_clip: Optional[int], frame_overlap: int, blend: str) -> None:
+    """The checks of :func:`tiled_inference`'s arguments, for callers that do work before tiling
+    (``BSSTNet.restore`` estimates the whole clip's flows first) and must fail before it."""
+    _check_span("tile", tile, "overlap", overlap)
+    if blend not in BLENDS:
+        raise ValueError(f"blend: expected one of {BLENDS}, got {blend!r}")
+    if frames_per_clip is not None:
+        _check_span("frames_per_clip", frames_per_clip, "frame_overlap", frame_overlap)
+
+
 def tiled_inference(model: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor, tile: int = 256,
                     overlap: int = 64, frames_per_clip: Optional[int] = None, frame_overlap: int = 4,
                     blend: str = "crop", side_inputs: Optional[Mapping[str, Tuple[torch.Tensor, int]]] = None
@@ -70,11 +80,7 @@ def tiled_inference(model: Callable[[torch.Tensor], torch.Tensor], frames: torch
         torch.Size([1, 6, 3, 80, 96])
     """
     dims = check_input(frames, "B T C H W", name="frames", minimum={"T": 1, "H": 1, "W": 1})
-    _check_span("tile", tile, "overlap", overlap)
-    if blend not in BLENDS:
-        raise ValueError(f"blend: expected one of {BLENDS}, got {blend!r}")
-    if frames_per_clip is not None:
-        _check_span("frames_per_clip", frames_per_clip, "frame_overlap", frame_overlap)
+    check_tiling(tile, overlap, frames_per_clip, frame_overlap, blend)
     t, h, w = dims["T"], dims["H"], dims["W"]
     rows, cols = _spans(h, tile, overlap), _spans(w, tile, overlap)
     chunks = _spans(t, frames_per_clip, frame_overlap) if frames_per_clip is not None else [(0, t, 0, t)]

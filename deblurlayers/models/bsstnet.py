@@ -42,7 +42,7 @@ from ..utils import (autocast_enabled, check_clip, check_floating, check_same_de
 from ._checkpoint import StateDict, register_converter, rename_prefixes
 from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
-from ._tiling import tiled_inference
+from ._tiling import check_tiling, tiled_inference
 from .flow import RAFT
 
 __all__ = ["BSSTNet", "bsstnet_loss"]
@@ -265,6 +265,7 @@ class BSSTNet(nn.Module):
                                  f"frames padded to multiples of {SIZE_MULTIPLE}), got {value!r}")
         if frames_per_clip is not None and (not isinstance(frames_per_clip, int) or frames_per_clip < 2):
             raise ValueError(f"frames_per_clip: expected an int >= 2 or None, got {frames_per_clip!r}")
+        check_tiling(tile, overlap, frames_per_clip, frame_overlap, blend)
         padded, (height, width) = pad_to_multiple(frames, SIZE_MULTIPLE)
         to_next, to_prev = self.estimate_flows(padded, pairs_per_call)
         out = tiled_inference(self, padded, tile, overlap, frames_per_clip, frame_overlap, blend,

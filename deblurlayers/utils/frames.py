@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+import warnings
 from typing import Callable, Dict, Optional, Tuple, TypeVar, Union
 
 import torch
@@ -11,9 +13,10 @@ from torch import nn
 from .batch import empty_batch
 from .checks import check_input
 
-__all__ = ["check_clip", "pad_to_multiple", "clip_forward"]
+__all__ = ["check_clip", "pad_to_multiple", "clip_forward", "warn_if_not_unit_range"]
 
 Forward = TypeVar("Forward", bound=Callable[..., object])
+_CALLS = threading.local()  # whether a clip_forward body is running on this thread
 FrameCount = Union[None, int, Callable[[nn.Module], int]]
 
 
@@ -52,9 +55,23 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect",
     return padded.reshape(*lead, *padded.shape[-3:]), (h, w)
 
 
+def warn_if_not_unit_range(frames: torch.Tensor, name: str = "frames", limit: float = 2.0) -> None:
+    """One ``UserWarning`` (Python's default filter shows it once per call site) when the clip's
+    largest value exceeds ``limit``: 8-bit frames passed without dividing by 255, which every model
+    here accepts silently and answers with garbage (DSTNet with NaN/inf). Skipped while
+    ``torch.compile`` traces, which must not read values (a host sync)."""
+    if torch.compiler.is_compiling() or frames.numel() == 0 or frames.device.type == "meta":
+        return
+    peak = float(frames.detach().amax())
+    if peak > limit:
+        warnings.warn(f"{name}: values up to {peak:.4g}; the models take frames in [0, 1] (divide 8-bit frames "
+                      f"by 255)", UserWarning, stacklevel=3)
+
+
 def clip_forward(*, num_frames: FrameCount = None, min_frames: int = 1) -> Callable[[Forward], Forward]:
     """Decorate a model's ``forward(self, frames, ...)`` with the preamble every model shares: the
-    clip is checked (:func:`check_clip`; ``num_frames`` may be a function of the model), and an
+    clip is checked (:func:`check_clip`; ``num_frames`` may be a function of the model; values
+    beyond [0, 1] draw a warning, :func:`warn_if_not_unit_range`), and an
     empty batch is answered by :func:`~deblurlayers.utils.empty_batch` (shapes from a meta run,
     attached to the graph), so the body never sees ``B = 0``. The body pads to its size multiple
     with :func:`pad_to_multiple` and crops back.
@@ -65,9 +82,16 @@ def clip_forward(*, num_frames: FrameCount = None, min_frames: int = 1) -> Calla
         def checked(self: nn.Module, frames: torch.Tensor, *args, **kwargs):
             count = num_frames(self) if callable(num_frames) else num_frames
             check_clip(frames, self, num_frames=count, min_frames=min_frames)
+            outermost = not getattr(_CALLS, "inside", False)
+            if outermost:  # a model built from models (STDANet-Stack) warns once, at the user's call
+                warn_if_not_unit_range(frames)
             if frames.shape[0] == 0:
                 return empty_batch(self, frames, *args, **kwargs)
-            return forward(self, frames, *args, **kwargs)
+            _CALLS.inside = True
+            try:
+                return forward(self, frames, *args, **kwargs)
+            finally:
+                _CALLS.inside = not outermost
 
         return checked  # type: ignore[return-value]
 
