@@ -23,3 +23,11 @@ def native_ops():
 @pytest.fixture(autouse=True)
 def _deterministic_seed():
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(items):
+    """Every torch.compile / nvcc test is `slow` (tracing and code generation take seconds to a
+    minute each), besides the tests marked by hand (training runs, DDP, fresh builds)."""
+    for item in items:
+        if "compile" in item.name:
+            item.add_marker(pytest.mark.slow)

@@ -157,6 +157,7 @@ def test_gradients_reach_every_trainable_parameter(name):
     assert not missing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_bf16_autocast_forward_and_backward_close_to_fp32(name):
     model = small(name)
@@ -173,6 +174,7 @@ def test_bf16_autocast_forward_and_backward_close_to_fp32(name):
     assert error < 0.05, float(error)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_short_training_run_drives_the_models_own_loss_down(name):
     torch.manual_seed(0)
@@ -200,6 +202,7 @@ def test_compile_fullgraph_matches_eager(name):
     torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_for_inference():
     model = small("stdanet").eval()
     x = clip("stdanet", batch=1, height=16, width=16)

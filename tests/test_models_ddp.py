@@ -2,6 +2,7 @@
 gradients of one process on the same global batch."""
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -9,6 +10,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from deblurlayers.models import get_model
 from model_cases import CASES, perturb_zero_init, training_loss
+
+pytestmark = pytest.mark.slow  # two processes per model
 
 WORLD = 2
 GLOBAL_BATCH = 2

@@ -10,6 +10,8 @@ import torch
 from deblurlayers.models import BSSTNet, ERDN
 from deblurlayers.utils.env import use_backend
 
+pytestmark = pytest.mark.slow  # the full-width models, twice
+
 
 def outputs_on_both_backends(model, clip):
     outs = {}

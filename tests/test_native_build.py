@@ -74,6 +74,7 @@ def test_invalid_backend_is_a_clear_error(tmp_path):
     assert "DEBLURLAYERS_BACKEND: expected one of ('auto', 'native', 'reference'), got 'fast'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_building_at_once(tmp_path):
     # A stale baton from a killed cpp_extension build would make load() wait forever.
     from deblurlayers._native.build import build_key, source_root
@@ -108,6 +109,7 @@ def test_lock_held_by_another_process_times_out(tmp_path):
     assert out["STATUS"] == "failed" and "waited 1 s for the build lock" in out["REASON"]
 
 
+@pytest.mark.slow
 def test_info_command_reports_ops(native_ops):
     proc = subprocess.run([sys.executable, "-m", "deblurlayers", "info", "--json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -60,6 +60,7 @@ def test_sdist_ships_the_license(tmp_path):
     assert any(name.endswith("/LICENSE") for name in tarfile.open(sdist).getnames())
 
 
+@pytest.mark.slow
 def test_installed_wheel_builds_and_uses_native_ops_outside_checkout(wheel, tmp_path):
     site = tmp_path / "site"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
