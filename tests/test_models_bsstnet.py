@@ -437,3 +437,13 @@ def test_any_module_with_the_estimators_call_replaces_raft():
     assert shape == (4, 3, 16, 24) and iters == 3 and 0 <= low and high <= 1
     # 2 px at x0.5 is 1 px on the 1/4 grid
     assert to_next.shape == (1, 2, 2, 8, 12) and torch.allclose(to_next[:, :, 0], torch.ones(()))
+
+
+def test_a_float64_model_takes_float64_clips():
+    model = small("bsstnet").eval()
+    x = clip("bsstnet", batch=1, frames=3, height=32, width=32)
+    with torch.no_grad():
+        single = model(x)
+        double = model.double()(x.double())
+    assert double.dtype == torch.float64
+    torch.testing.assert_close(double, single.double(), rtol=1e-4, atol=1e-4)

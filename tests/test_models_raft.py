@@ -136,3 +136,15 @@ def test_flops_on_the_meta_device_with_the_shared_norm():
     assert all(after[name] is tensor for name, tensor in before.items())
     with torch.no_grad():
         assert torch.isfinite(model(a, b, iters=1)).all()
+
+
+def test_a_float64_model_takes_float64_images():
+    # The correlation and the coordinates stay in fp32 under autocast; for fp64 they follow the model.
+    torch.manual_seed(0)
+    model = RAFT().eval()
+    a, b = images()
+    with torch.no_grad():
+        single = model(a, b, iters=3)
+        double = model.double()(a.double(), b.double(), iters=3)
+    assert double.dtype == torch.float64
+    torch.testing.assert_close(double, single.double(), rtol=1e-4, atol=1e-4)

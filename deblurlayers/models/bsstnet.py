@@ -231,7 +231,8 @@ class BSSTNet(nn.Module):
         b, t, _, h, w = frames.shape
         device = frames.device.type
         with torch.autocast(device, enabled=False) if autocast_enabled(device) else contextlib.nullcontext():
-            half = F.interpolate(frames.flatten(0, 1).float(), size=(h // 2, w // 2), mode="bilinear",
+            precise = torch.promote_types(frames.dtype, torch.float32)  # fp32 islands, fp64 for an fp64 model
+            half = F.interpolate(frames.flatten(0, 1).to(precise), size=(h // 2, w // 2), mode="bilinear",
                                  align_corners=False).unflatten(0, (b, t))
             earlier, later = half[:, :-1].flatten(0, 1), half[:, 1:].flatten(0, 1)
             # O[t->t+1] = flow(f_t, f_t+1) and O[t+1->t] = flow(f_t+1, f_t), in one batch

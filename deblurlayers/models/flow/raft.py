@@ -82,13 +82,15 @@ class CorrelationPyramid:
     every level ``l``, a ``(2r+1)²`` window around ``coords / 2^l`` bilinearly (zero outside):
     channel ``(l, a, b)`` reads ``q = coords / 2^l + (d_a, d_b)`` with ``d = -r..r`` along x for
     ``a`` and along y for ``b`` (the official channel order, which the update block's weights
-    expect). The volume is built in fp32.
+    expect). The volume is built in fp32 (in fp64 for fp64 features), whatever autocast computes
+    the features in.
     """
 
     def __init__(self, fmap1: torch.Tensor, fmap2: torch.Tensor, levels: int = 4, radius: int = 4) -> None:
         n, d, h, w = fmap1.shape
         self.levels, self.radius = levels, radius
-        corr = torch.einsum("ndp,ndq->npq", fmap1.flatten(2).float(), fmap2.flatten(2).float()) / d ** 0.5
+        dtype = torch.promote_types(fmap1.dtype, torch.float32)
+        corr = torch.einsum("ndp,ndq->npq", fmap1.flatten(2).to(dtype), fmap2.flatten(2).to(dtype)) / d ** 0.5
         volume = corr.reshape(n * h * w, 1, h, w)
         self.pyramid = [volume]
         for _ in range(levels - 1):
@@ -99,10 +101,11 @@ class CorrelationPyramid:
         """``(N, levels·(2r+1)², h, w)`` features at ``coords`` ``(N, 2, h, w)`` (x, y in pixels of level 0)."""
         n, _, h, w = coords.shape
         r = self.radius
-        d = torch.arange(-r, r + 1, device=coords.device, dtype=torch.float32)
+        dtype = self.pyramid[0].dtype
+        d = torch.arange(-r, r + 1, device=coords.device, dtype=dtype)
         # (a, b) -> (x offset d_a, y offset d_b)
         window = torch.stack(torch.meshgrid(d, d, indexing="ij"), dim=-1).view(1, 2 * r + 1, 2 * r + 1, 2)
-        centres = rearrange(coords.float(), "n two h w -> (n h w) 1 1 two")
+        centres = rearrange(coords.to(dtype), "n two h w -> (n h w) 1 1 two")
         out = []
         for level, volume in enumerate(self.pyramid):
             points = centres / 2 ** level + window
@@ -247,22 +250,24 @@ class RAFT(nn.Module):
         state, context = self.cnet(2 * image1 - 1).split((self.hidden, self.context), dim=1)
         state, context = torch.tanh(state), torch.relu(context)
         n, _, h, w = fmap1.shape
-        coords0 = _pixel_grid(n, h, w, fmap1.device)
+        # Flow and coordinates in fp32 under autocast (fp64 for an fp64 model), as the official code.
+        precise = torch.promote_types(image1.dtype, torch.float32)
+        coords0 = _pixel_grid(n, h, w, fmap1.device, precise)
         coords1 = coords0
         estimates = []
         for i in range(iters):
             coords1 = coords1.detach()
             flow = coords1 - coords0
             state, mask, delta = self.update_block(state, context, corr.lookup(coords1), flow.to(state.dtype))
-            coords1 = coords1 + delta.float()
+            coords1 = coords1 + delta.to(precise)
             if return_all or i == iters - 1:
-                estimates.append(crop(convex_upsample(coords1 - coords0, mask.float())))
+                estimates.append(crop(convex_upsample(coords1 - coords0, mask.to(precise))))
         return estimates if return_all else estimates[-1]
 
 
-def _pixel_grid(n: int, h: int, w: int, device) -> torch.Tensor:
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
-                            torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+def _pixel_grid(n: int, h: int, w: int, device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                            torch.arange(w, device=device, dtype=dtype), indexing="ij")
     return torch.stack((xs, ys)).expand(n, 2, h, w)
 
 
