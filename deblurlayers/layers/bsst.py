@@ -251,14 +251,11 @@ def select_frames(window_blur: torch.Tensor, *, parity: Optional[int], theta: Op
     Shape:
         - window_blur: ``(B, T, nh, nw)`` (``window_blur_levels``)
     """
-    dims = check_shape(window_blur, "B T nh nw", name="window_blur")
-    frames = dims["T"]
-    if parity not in (None, 0, 1):
-        raise ValueError(f"parity: expected 0, 1 or None, got {parity!r}")
+    frames, levels = _levels_per_window(window_blur, parity)
     candidates = torch.arange(0 if parity is None else parity, frames, 1 if parity is None else 2,
                               device=window_blur.device)
     count = candidates.numel()
-    levels = rearrange(window_blur, "b t nh nw -> b (nh nw) t")[..., candidates]
+    levels = levels[..., candidates]
     active = None if theta is None else (levels > theta).any(-1)
     if count == 0:
         return FrameSelection(torch.zeros_like(active) if active is not None else None, None, None)
@@ -288,13 +285,9 @@ def select_frames_official(window_blur: torch.Tensor, *, parity: Optional[int], 
     Shape:
         - window_blur: ``(B, T, nh, nw)`` (``window_blur_levels``)
     """
-    dims = check_shape(window_blur, "B T nh nw", name="window_blur")
-    frames = dims["T"]
-    if parity not in (None, 0, 1):
-        raise ValueError(f"parity: expected 0, 1 or None, got {parity!r}")
+    frames, levels = _levels_per_window(window_blur, parity)
     t = torch.arange(frames, device=window_blur.device)
     candidate = torch.ones_like(t, dtype=torch.bool) if parity is None else t % 2 == parity
-    levels = rearrange(window_blur, "b t nh nw -> b (nh nw) t")
     active = None if theta is None else ((levels > theta) & candidate).any(-1)
     if parity is not None and frames <= parity:  # no candidate frame (T = 1, odd layer)
         return FrameSelection(torch.zeros_like(active) if active is not None else None, None, None)
@@ -305,6 +298,14 @@ def select_frames_official(window_blur: torch.Tensor, *, parity: Optional[int], 
     queries = torch.sort(scored * mask, dim=-1, descending=True, stable=True).indices[..., :kq]
     kv = torch.sort((1 - scored) * mask, dim=-1, descending=True, stable=True).indices[..., :kkv]
     return FrameSelection(active, queries.sort(-1).values, kv.sort(-1).values)
+
+
+def _levels_per_window(window_blur: torch.Tensor, parity: Optional[int]) -> Tuple[int, torch.Tensor]:
+    """T and the levels as ``(B, nh·nw, T)``, after the checks both selections share."""
+    frames = check_shape(window_blur, "B T nh nw", name="window_blur")["T"]
+    if parity not in (None, 0, 1):
+        raise ValueError(f"parity: expected 0, 1 or None, got {parity!r}")
+    return frames, rearrange(window_blur, "b t nh nw -> b (nh nw) t")
 
 
 def _frame_count(requested: Optional[int], frames: int, candidates: int, name: str) -> int:
