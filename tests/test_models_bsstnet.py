@@ -447,3 +447,11 @@ def test_a_float64_model_takes_float64_clips():
         double = model.double()(x.double())
     assert double.dtype == torch.float64
     torch.testing.assert_close(double, single.double(), rtol=1e-4, atol=1e-4)
+
+
+def test_restore_refuses_non_finite_frames_when_asked():
+    model = small("bsstnet").eval()
+    x = clip("bsstnet", batch=1, frames=3, height=32, width=32)
+    x[0, 1, 0, 4, 4] = float("inf")
+    with pytest.raises(ValueError, match=r"frames: 1 NaN or infinite values, in frame\(s\) \[1\]"):
+        model.restore(x, tile=32, overlap=0, check_finite=True)

@@ -361,3 +361,13 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r"align_target: expected 'centre' or 'own'"):
         erdn_loss(out, frames(5), align_target="neighbours")
     assert isinstance(out, ERDNOutput) and get_model("erdn_single").num_frames == 3
+
+
+def test_restore_clip_refuses_non_finite_frames_when_asked():
+    model = deforming(stages=2)
+    clip_ = frames(5)
+    clip_[0, 3, 1, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"frames: 1 NaN or infinite values, in frame\(s\) \[3\]"):
+        model.restore_clip(clip_, check_finite=True)
+    with torch.no_grad():
+        assert model.restore_clip(clip_).isnan().any()  # the default does not look

@@ -39,6 +39,7 @@ from ..layers.propagation import second_order_propagation
 from ..ops import flow_warp
 from ..utils import (autocast_enabled, check_clip, check_floating, check_same_device, check_shape, clip_forward,
                      pad_to_multiple)
+from ..utils import check_finite as finite_or_raise
 from ._checkpoint import StateDict, register_converter, rename_prefixes
 from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
@@ -246,7 +247,8 @@ class BSSTNet(nn.Module):
 
     @torch.no_grad()
     def restore(self, frames: torch.Tensor, tile: int = 256, overlap: int = 64, frames_per_clip: Optional[int] = 48,
-                frame_overlap: int = 4, blend: str = "crop", pairs_per_call: Optional[int] = 16) -> torch.Tensor:
+                frame_overlap: int = 4, blend: str = "crop", pairs_per_call: Optional[int] = 16,
+                check_finite: bool = False) -> torch.Tensor:
         """The official test pipeline: flows of the whole frame (the clip padded to multiples of
         16), then :func:`~deblurlayers.models.tiled_inference` on ``tile``² tiles with ``overlap``
         pixels of overlap and chunks of ``frames_per_clip`` frames with ``frame_overlap`` frames of
@@ -256,6 +258,9 @@ class BSSTNet(nn.Module):
         Differences from the official ``test_by_patch``: the official seams are hard crops then an
         average where both kept parts overlap; ``blend="crop"`` cuts each overlap once at its
         middle. Tiles and chunks shorter than the clip are handled (no fixed 256²).
+
+        ``check_finite=True`` refuses a clip holding NaN or inf before any work (``ValueError``
+        naming the frames): one such pixel would turn every restored frame NaN.
 
         Shape: ``(B, T, 3, H, W)`` -> same.
         """
@@ -267,6 +272,8 @@ class BSSTNet(nn.Module):
         if frames_per_clip is not None and (not isinstance(frames_per_clip, int) or frames_per_clip < 2):
             raise ValueError(f"frames_per_clip: expected an int >= 2 or None, got {frames_per_clip!r}")
         check_tiling(tile, overlap, frames_per_clip, frame_overlap, blend)
+        if check_finite:  # refuse NaN/inf up front: one bad pixel makes every output NaN
+            finite_or_raise(frames)
         padded, (height, width) = pad_to_multiple(frames, SIZE_MULTIPLE)
         to_next, to_prev = self.estimate_flows(padded, pairs_per_call)
         out = tiled_inference(self, padded, tile, overlap, frames_per_clip, frame_overlap, blend,

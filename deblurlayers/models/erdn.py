@@ -21,6 +21,7 @@ from torch import nn
 from ..layers import GradientMap, PyramidDeformableAlign, SFTGradientBranch, sft
 from ..layers.blocks import ResBlock, decoder_stage, encoder_stage, output_stage
 from ..utils import check_clip, check_input, check_shape, clip_forward, empty_batch, pad_to_multiple
+from ..utils import check_finite as finite_or_raise
 from ._checkpoint import StateDict, register_converter
 from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
@@ -310,7 +311,8 @@ class ERDN(nn.Module):
         output = ERDNOutput(*(None if t is None else t[..., :h, :w] for t in output))
         return output if return_details else output.restored
 
-    def restore_clip(self, frames: torch.Tensor, border: str = "official", windows_per_batch: int = 4) -> torch.Tensor:
+    def restore_clip(self, frames: torch.Tensor, border: str = "official", windows_per_batch: int = 4,
+                     check_finite: bool = False) -> torch.Tensor:
         """Restore every frame of a clip, computing each stage-1 window once.
 
         Calling the model on every 5-frame window runs stage 1 three times per output frame (4
@@ -329,6 +331,8 @@ class ERDN(nn.Module):
                 official evaluation without ``--border``. A one-stage model uses the middle three
                 frames of the same windows.
             windows_per_batch: windows run together in one stage call (memory vs. speed).
+            check_finite: refuse a clip holding NaN or inf up front (``ValueError`` naming the
+                frames), instead of restoring it to NaN (one extra pass over the clip).
 
         Returns:
             ``(B, T, 3, H, W)``, or ``(B, T - 4, 3, H, W)`` with ``border="none"``.
@@ -339,6 +343,8 @@ class ERDN(nn.Module):
             raise ValueError(f"windows_per_batch: expected an int >= 1, got {windows_per_batch!r}")
         half = 2  # the official inference always slides a 5-frame window
         dims = check_clip(frames, self, min_frames=2 if border == "official" else 2 * half + 1)
+        if check_finite:
+            finite_or_raise(frames)
         if dims["B"] == 0:
             return empty_batch(self, frames, border, windows_per_batch, method=self.restore_clip)
         if border == "official":

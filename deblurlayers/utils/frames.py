@@ -13,7 +13,7 @@ from torch import nn
 from .batch import empty_batch
 from .checks import check_input
 
-__all__ = ["check_clip", "pad_to_multiple", "clip_forward", "warn_if_not_unit_range"]
+__all__ = ["check_clip", "pad_to_multiple", "clip_forward", "warn_if_not_unit_range", "check_finite"]
 
 Forward = TypeVar("Forward", bound=Callable[..., object])
 _CALLS = threading.local()  # whether a clip_forward body is running on this thread
@@ -53,6 +53,17 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect",
     flat = x.reshape(-1, *x.shape[-3:])
     padded = F.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
     return padded.reshape(*lead, *padded.shape[-3:]), (h, w)
+
+
+def check_finite(frames: torch.Tensor, name: str = "frames") -> None:
+    """``ValueError`` when ``(B, T, C, H, W)`` holds NaN or inf: one such pixel turns every output of
+    the models here NaN (attention and norms mix all positions), which a long restoration should
+    learn before it starts. One pass over the clip (a host sync)."""
+    bad = ~torch.isfinite(frames)
+    if bool(bad.any()):
+        frames_hit = bad.flatten(2).any(-1).any(0).nonzero().flatten().tolist()
+        raise ValueError(f"{name}: {int(bad.sum())} NaN or infinite values, in frame(s) {frames_hit[:10]}"
+                         f"{' ...' if len(frames_hit) > 10 else ''}; every restored frame would be NaN")
 
 
 def warn_if_not_unit_range(frames: torch.Tensor, name: str = "frames", limit: float = 2.0) -> None:
