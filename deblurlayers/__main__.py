@@ -27,9 +27,8 @@ def main(argv=None) -> int:
 
     status = native_status(load=not args.no_build)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
-    if status["status"] == "failed":
-        return 1
-    return 0 if status["status"] in ("ok", "disabled") or args.no_build else 1
+    # --no-build reports an unattempted build as it is; a failure (even a shadowed package) is a failure.
+    return 0 if status["status"] in ("ok", "disabled") or (args.no_build and status["status"] != "failed") else 1
 
 
 if __name__ == "__main__":

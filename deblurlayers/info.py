@@ -66,7 +66,7 @@ def format_status(status: Dict[str, Any]) -> str:
             "torch_cuda_arch_list", "backend", "status", "build_dir", "build_seconds", "sources")
     width = max(len(k) for k in keys + tuple("  " + name for name in status["ops"])) + 1
     lines = [f"{key:{width}s} {status[key]}" for key in keys]
-    lines.append("ops:" if status["ops"] else "ops:                  (none)")
+    lines.append("ops:" if status["ops"] else f"{'ops:':{width}s} (none)")
     for name, support in status["ops"].items():
         built = ", ".join(dev for dev, ok in support.items() if ok) or "not built"
         lines.append(f"{'  ' + name:{width}s} {built}")

@@ -81,7 +81,6 @@ def test_load_official_with_other_shapes_changes_nothing():
         assert all(torch.equal(after[k], before[k]) for k in before)
 
 
-
 def test_files_that_are_not_checkpoints_get_clear_errors(tmp_path):
     model = RAFT()
     text = tmp_path / "notes.txt"

@@ -103,6 +103,7 @@ def test_native_matches_reference_forward_backward(native_ops, case, dtype):
     names = list(t)
     out = call(deform_conv2d, t, kw)
     want = call(deform_conv2d_reference, t, kw)
+
     def tol(ref):
         return TOLERANCES[dtype] if dtype == torch.float64 else fp32_tolerance(ref)
 

@@ -152,14 +152,12 @@ def verify_checkpoint(checkpoint: Union[str, os.PathLike, Mapping[str, object]],
 
     Example:
         >>> from deblurlayers.models import verify_checkpoint
-        >>> print(verify_checkpoint("DSTNet_GOPRO.pth", "dstnet"))  # doctest: +SKIP
+        >>> print(verify_checkpoint("experiments/GOPRO.pth", "dstnet"))  # doctest: +SKIP
         dstnet: ok: loads strictly (292 tensors, 1 discarded on purpose)
     """
     model = _meta_model(name, model_kwargs)
     try:
         state = _official_state(checkpoint, param_key)
-    except (FileNotFoundError, TypeError, KeyError):
-        raise
     except ValueError as exc:  # a truncated or corrupt download, or not a checkpoint at all
         return CheckpointReport(name, False, 0, [], [], {}, {}, f"could not read the checkpoint: {exc}")
     own = model.state_dict()

@@ -5,9 +5,9 @@ Data flow for a clip ``(B, T, 3, H, W)`` (``docs/models/bsstnet.md``):
 
 1. flows at 1/4 resolution, given or estimated by the frozen flow estimator (RAFT-large on ×0.5
    frames, as the official wrapper);
-2. a blur map from those flows conditions the flow refiner (:class:`~deblurlayers.layers.FlowRefiner`, ProPainter's
-   recurrent flow completion); the blur map of the refined flows (:class:`~deblurlayers.layers.BlurMap`,
-   detached) steers everything after;
+2. a blur map from those flows conditions the flow refiner (:class:`~deblurlayers.layers.FlowRefiner`,
+   ProPainter's recurrent flow completion); the blur map of the refined flows
+   (:class:`~deblurlayers.layers.BlurMap`, detached) steers everything after;
 3. a CAB encoder to 1/4 resolution (:class:`~deblurlayers.layers.CAB`);
 4. BBFP: four branches of second-order propagation with blur-aware alignment
    (:class:`~deblurlayers.layers.BlurAwareAlignment`) and a gated CAB backbone each;
@@ -18,9 +18,10 @@ Data flow for a clip ``(B, T, 3, H, W)`` (``docs/models/bsstnet.md``):
 
 Unlike the official code: any batch size, any ``H×W`` (padded to multiples of 16 and cropped back),
 any ``T >= 2``; the blur map has an epsilon; the 8.27 M parameters of modules the official forward
-never calls are not built (the converter reports their keys as discarded). The BSST frame selection is the released code's by default
-(``selection="official"``: only the first sparse-attention layer selects by blur, as the released
-weights were trained); ``selection="blur"`` is the paper's in every layer.
+never calls are not built (the converter reports their keys as discarded). The BSST frame
+selection is the released code's by default (``selection="official"``: only the first
+sparse-attention layer selects by blur, as the released weights were trained);
+``selection="blur"`` is the paper's in every layer.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from ..layers.propagation import second_order_propagation
 from ..ops import flow_warp
 from ..utils import (autocast_enabled, check_clip, check_floating, check_same_device, check_shape, clip_forward,
                      pad_to_multiple)
-from ..utils import check_finite as finite_or_raise
+from ..utils import check_finite as finite_or_raise  # restore's argument is named check_finite
 from ._checkpoint import StateDict, register_converter, rename_prefixes
 from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model

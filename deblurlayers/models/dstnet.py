@@ -6,6 +6,7 @@ and ``deblurL_arch.py`` (``Deblur_L``); ``docs/models/dstnet.md`` lists the pape
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -148,10 +149,8 @@ DSTNET_CARD = ModelCard(
                       for file, dataset in (("GOPRO", "GoPro"), ("DVD", "DVD"), ("BSD", "BSD 1ms-8ms"))),
     manifest="DSTNet")
 
-DSTNET_L_CARD = ModelCard(
-    name="dstnet_l", paper=_DSTNET_PAPER, code=_DSTNET_CODE, frames_in=None, min_frames=1, output="clip",
-    output_type="Tensor (B, T, 3, H, W)", size_multiple=SIZE_MULTIPLE, parameters=16_964_003,
-    official_parameters=16_965_027, loss=dstnet_loss,
+DSTNET_L_CARD = dataclasses.replace(
+    DSTNET_CARD, name="dstnet_l", parameters=16_964_003, official_parameters=16_965_027,
     compute="16.96 M parameters; 0.28 s per 1280x720 frame on an A6000 (Table 7)",
     reported=(Reported("GoPro", 35.05, 0.9733, "Table 7"),),
     checkpoints=(Checkpoint("experiments/GOPRO_Large.pth", "GoPro", "params", _DSTNET_WHERE,

@@ -10,6 +10,7 @@ never-called convolutions, any frame size).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -21,7 +22,7 @@ from torch import nn
 from ..layers import GradientMap, PyramidDeformableAlign, SFTGradientBranch, sft
 from ..layers.blocks import ResBlock, decoder_stage, encoder_stage, output_stage
 from ..utils import check_clip, check_input, check_shape, clip_forward, empty_batch, pad_to_multiple
-from ..utils import check_finite as finite_or_raise
+from ..utils import check_finite as finite_or_raise  # restore_clip's argument is named check_finite
 from ._checkpoint import StateDict, register_converter
 from ._cards import Checkpoint, ModelCard, Reported
 from ._registry import register_model
@@ -483,15 +484,13 @@ ERDN_CARD = ModelCard(
     checkpoints=(Checkpoint("model_DVD.pt", "DVD", None, _ERDN_WHERE),),
     manifest="ERDN")
 
-ERDN_SINGLE_CARD = ModelCard(
-    name="erdn_single", paper=_ERDN_PAPER, code=_ERDN_CODE, frames_in=3, min_frames=3, output="centre",
-    output_type="Tensor (B, 3, H, W); ERDNOutput with return_details=True", size_multiple=SIZE_MULTIPLE,
-    parameters=23_024_004, official_parameters=23_097_878, loss=erdn_loss,
-    compute="22.84 M parameters (Table 2, Net-4)",
+# Only the two-stage model is released: its first stage loads into the one-stage model, stage two
+# is discarded, so both cards list the same checkpoint.
+ERDN_SINGLE_CARD = dataclasses.replace(
+    ERDN_CARD, name="erdn_single", frames_in=3, min_frames=3, parameters=23_024_004,
+    official_parameters=23_097_878, compute="22.84 M parameters (Table 2, Net-4)",
     reported=(Reported("GoPro", 32.20, 0.9288, "Table 1"), Reported("DVD", 32.91, 0.9334, "Table 1"),
               Reported("HFR-DVD", 32.01, 0.9156, "Table 1")),
-    # Only the two-stage model is released: its first stage loads here, stage two is discarded.
-    checkpoints=(Checkpoint("model_DVD.pt", "DVD", None, _ERDN_WHERE),),
     manifest="ERDN_1")
 
 

@@ -6,6 +6,7 @@ The data flow, parameter names and counts follow the official ``models/model/STD
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -296,10 +297,8 @@ STDANET_CARD = ModelCard(
     checkpoints=(),  # the released weights are STDANet-Stack's: no runnable official path builds this one
     manifest="STDAN")
 
-STDANET_STACK_CARD = ModelCard(
-    name="stdanet_stack", paper=_STDAN_PAPER, code=_STDAN_CODE, frames_in=5, min_frames=5, output="centre",
-    output_type="Tensor (B, 3, H, W); STDANetOutput with return_details=True",
-    size_multiple=SIZE_MULTIPLE, parameters=13_837_029, official_parameters=13_837_029, loss=stdanet_stack_loss,
+STDANET_STACK_CARD = dataclasses.replace(
+    STDANET_CARD, name="stdanet_stack", frames_in=5, min_frames=5, loss=stdanet_stack_loss,
     compute="6000 GMACs per 720p frame (Table 2)",
     reported=(Reported("GoPro", 32.62, 0.9375, "Table 2"), Reported("DVD", 33.05, 0.9374, "Table 1"),
               Reported("BSD 1ms-8ms", 34.32, 0.9456, "Table 3"), Reported("BSD 2ms-16ms", 33.27, 0.9420, "Table 3"),
