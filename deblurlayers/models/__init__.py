@@ -16,7 +16,7 @@ checkpoint of the official code, and ``verify_checkpoint(path, name)`` checks a 
 first; ``tiled_inference(model, frames)`` runs any of them on overlapping tiles and chunks of frames.
 """
 from ._checkpoint import CheckpointReport, OfficialLoadResult, load_official, register_converter, verify_checkpoint
-from ._cards import Checkpoint, ModelCard, Reported
+from ._cards import Checkpoint, ModelCard, Reported, TestPipeline
 from ._registry import get_model, get_model_card, list_models, register_model
 from ._tiling import tiled_inference
 from .bsstnet import BSSTNet, bsstnet_loss
@@ -26,7 +26,7 @@ from .flow import RAFT
 from .fstanet import FSTANet
 from .stdanet import STDANet, STDANetOutput, STDANetStack, stdanet_loss, stdanet_stack_loss, stdanet_warp_loss
 
-__all__ = ["list_models", "get_model", "get_model_card", "ModelCard", "Checkpoint", "Reported", "register_model", "load_official", "OfficialLoadResult",
+__all__ = ["list_models", "get_model", "get_model_card", "ModelCard", "Checkpoint", "Reported", "TestPipeline", "register_model", "load_official", "OfficialLoadResult",
            "verify_checkpoint", "CheckpointReport", "register_converter", "STDANet",
            "STDANetStack", "STDANetOutput", "DSTNet", "FSTANet", "stdanet_loss", "stdanet_stack_loss", "stdanet_warp_loss",
            "dstnet_loss", "ERDN", "ERDNStage", "ERDNOutput", "erdn_loss", "erdn_stage_loss", "RAFT", "tiled_inference",

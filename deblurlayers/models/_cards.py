@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Tuple
 
-__all__ = ["ModelCard", "Checkpoint", "Reported", "OUTPUTS"]
+__all__ = ["ModelCard", "Checkpoint", "Reported", "TestPipeline", "OUTPUTS"]
 
 # What a forward returns per clip: the centre frame, every frame, or the reference (centre) frame of
 # a model that takes any number of frames.
@@ -42,6 +42,37 @@ class Reported:
 
 
 @dataclass(frozen=True)
+class TestPipeline:
+    """How the official test code runs the model over a whole video (``spec_evaluation.md`` §2).
+
+    Window models (``clip_frames=None``) restore each frame from the 5 frames around it, the video
+    extended at both ends by a copy of its first two and last two frames in order (ERDN's
+    ``--border``; STDAN never restores those frames). Clip models run clips of ``clip_frames``
+    starting every ``clip_stride`` frames, the last clip ending with the video; each frame is kept
+    from the first clip that holds it at least ``margin`` frames from the clip's inner ends.
+
+    Attributes:
+        clip_frames: frames per forward of a clip model (``None``: a window model).
+        clip_stride: frames between clip starts (``None``: ``clip_frames``, no overlap).
+        margin: see above.
+        clip_frames_per_dataset: ``{dataset: clip_frames}`` where the official test differs.
+        tile, overlap: the official spatial tiling (``None``: whole frames).
+        precision: ``"fp32"`` or ``"fp16"`` (autocast), as the official test runs.
+    """
+
+    clip_frames: Optional[int] = None
+    clip_stride: Optional[int] = None
+    margin: int = 0
+    clip_frames_per_dataset: Mapping[str, int] = field(default_factory=dict)
+    tile: Optional[int] = None
+    overlap: int = 0
+    precision: str = "fp32"
+
+    def frames_per_clip(self, dataset: Optional[str] = None) -> Optional[int]:
+        return self.clip_frames_per_dataset.get(dataset, self.clip_frames)
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What a registered model is, takes, returns and reports.
 
@@ -65,6 +96,9 @@ class ModelCard:
         manifest: the official key manifest a released checkpoint follows (``tests/data``).
         flops_frames: the clip length the paper counts its FLOPs at, where it differs.
         takes_flows: the forward accepts precomputed flows (its flow estimator is optional).
+        protocol: the paper's evaluation protocol (:data:`deblurlayers.metrics.PROTOCOLS`;
+            ``None``: no official evaluation code).
+        test_pipeline: how the official test runs the model over a video.
     """
 
     name: str
@@ -84,6 +118,8 @@ class ModelCard:
     manifest: Optional[str] = None
     flops_frames: Optional[int] = None
     takes_flows: bool = False
+    protocol: Optional[str] = None
+    test_pipeline: TestPipeline = field(default_factory=TestPipeline)
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUTS:

@@ -42,7 +42,7 @@ from ..utils import (autocast_enabled, check_clip, check_floating, check_same_de
                      pad_to_multiple)
 from ..utils import check_finite as finite_or_raise  # restore's argument is named check_finite
 from ._checkpoint import StateDict, register_converter, rename_prefixes
-from ._cards import Checkpoint, ModelCard, Reported
+from ._cards import Checkpoint, ModelCard, Reported, TestPipeline
 from ._registry import register_model
 from ._tiling import check_tiling, tiled_inference
 from .flow import RAFT
@@ -445,7 +445,9 @@ BSSTNET_CARD = ModelCard(
                  Checkpoint("BSST_dvd.pth", "DVD", "params", _BSST_WHERE),
                  Checkpoint("raft-things.pth", "flow estimator (load into model.flow_estimator)", None,
                             "RAFT's download_models.sh (princeton-vl/RAFT), models.zip")),
-    manifest="BSST", flops_frames=48, takes_flows=True)
+    manifest="BSST", flops_frames=48, takes_flows=True,
+    protocol="bsstnet",
+    test_pipeline=TestPipeline(clip_frames=48, clip_stride=44, margin=2, tile=256, overlap=64, precision="fp16"))
 
 
 @register_model("bsstnet", card=BSSTNET_CARD)

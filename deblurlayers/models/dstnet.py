@@ -16,7 +16,7 @@ from torch import nn
 from ..layers import WaveletFP
 from ..utils import clip_forward, pad_to_multiple
 from ._checkpoint import StateDict, register_converter
-from ._cards import Checkpoint, ModelCard, Reported
+from ._cards import Checkpoint, ModelCard, Reported, TestPipeline
 from ._registry import register_model
 
 __all__ = ["DSTNet", "dstnet_loss", "official_haar_filters"]
@@ -147,7 +147,8 @@ DSTNET_CARD = ModelCard(
               Reported("BSD 1ms-8ms", 34.45, 0.9548, "Table 3")),
     checkpoints=tuple(Checkpoint(f"experiments/{file}.pth", dataset, "params", _DSTNET_WHERE)
                       for file, dataset in (("GOPRO", "GoPro"), ("DVD", "DVD"), ("BSD", "BSD 1ms-8ms"))),
-    manifest="DSTNet")
+    manifest="DSTNet",
+    protocol="dstnet", test_pipeline=TestPipeline(clip_frames=30, clip_frames_per_dataset={"dvd": 25}))
 
 DSTNET_L_CARD = dataclasses.replace(
     DSTNET_CARD, name="dstnet_l", parameters=16_964_003, official_parameters=16_965_027,

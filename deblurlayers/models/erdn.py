@@ -482,7 +482,8 @@ ERDN_CARD = ModelCard(
     reported=(Reported("GoPro", 32.48, 0.9329, "Table 1"), Reported("DVD", 33.31, 0.9395, "Table 1"),
               Reported("HFR-DVD", 32.14, 0.9173, "Table 1")),
     checkpoints=(Checkpoint("model_DVD.pt", "DVD", None, _ERDN_WHERE),),
-    manifest="ERDN")
+    manifest="ERDN",
+    protocol="erdn")
 
 # Only the two-stage model is released: its first stage loads into the one-stage model, stage two
 # is discarded, so both cards list the same checkpoint.

@@ -295,7 +295,8 @@ STDANET_CARD = ModelCard(
               Reported("BSD 1ms-8ms", 34.21, 0.9446, "Table 3"), Reported("BSD 2ms-16ms", 33.13, 0.9388, "Table 3"),
               Reported("BSD 3ms-24ms", 32.65, 0.9409, "Table 3")),
     checkpoints=(),  # the released weights are STDANet-Stack's: no runnable official path builds this one
-    manifest="STDAN")
+    manifest="STDAN",
+    protocol="stdan")
 
 STDANET_STACK_CARD = dataclasses.replace(
     STDANET_CARD, name="stdanet_stack", frames_in=5, min_frames=5, loss=stdanet_stack_loss,
