@@ -8,6 +8,7 @@ frame behind, and a frame that exists is complete.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 from pathlib import Path
@@ -29,9 +30,9 @@ _EXTRAS = {"PIL": ("Pillow", "io"), "av": ("PyAV", "video"), "tqdm": ("tqdm", "p
 def require(module: str):
     """Import an optional dependency, or raise an ImportError that names the extra to install."""
     try:
-        return __import__(module)
+        return importlib.import_module(module)
     except ImportError as error:
-        package, extra = _EXTRAS[module]
+        package, extra = _EXTRAS[module.split(".")[0]]
         raise ImportError(f"this needs {package}, an optional dependency: pip install 'deblurlayers[{extra}]' "
                           f"(or pip install {package})") from error
 
@@ -56,7 +57,7 @@ def is_video(path: PathLike) -> bool:
 
 def read_image(path: PathLike) -> torch.Tensor:
     """An image file as float32 ``(3, H, W)`` in [0, 1] (grey and RGBA images converted to RGB)."""
-    image_module = require("PIL").Image
+    image_module = require("PIL.Image")
     try:
         with image_module.open(path) as image:
             if image.mode not in ("RGB", "L", "RGBA", "P", "LA") or getattr(image, "bits", 8) != 8:
@@ -91,7 +92,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
 def write_image(path: PathLike, frame: torch.Tensor) -> None:
     """Write ``(3, H, W)`` in [0, 1] as an 8-bit image (format from the suffix), atomically."""
-    image_module = require("PIL").Image
+    image_module = require("PIL.Image")
     array = to_uint8(frame)
     with atomic_path(path) as temporary:
         image_module.fromarray(array).save(temporary)
