@@ -45,6 +45,12 @@ setup(
     package_data=csrc_data,
     include_package_data=False,
     install_requires=["torch>=2.4", "numpy", "einops", "ninja"],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={
+        "io": ["Pillow"],  # image frames: restore, evaluate, deblurlayers.data
+        "video": ["av"],  # video files in and out (PyAV)
+        "progress": ["tqdm"],  # a nicer progress bar (a plain stderr line without it)
+        # scikit-image is the independent oracle of the metric tests only
+        "test": ["pytest", "hypothesis", "Pillow", "av", "scikit-image"],
+    },
     entry_points={"console_scripts": ["deblurlayers-info=deblurlayers.__main__:main"]},
 )

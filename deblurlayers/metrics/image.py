@@ -31,9 +31,10 @@ _K1, _K2 = 0.01, 0.03
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Network output in [0, 1] as the 8-bit values the papers' code scores: clamped, ×255,
-    rounded half to even (numpy's and torch's rounding), returned as float64 in [0, 255]."""
-    return (x.double().clamp(0, 1) * 255).round()
+    """Network output in [0, 1] as the 8-bit values the papers' code scores: clamped, ×255 in
+    float32 and rounded half to even, as BasicSR's ``tensor2img`` does in numpy; returned as
+    float64 in [0, 255]."""
+    return (x.float().clamp(0, 1) * 255).round().double()
 
 
 def rgb_to_y(x: torch.Tensor, data_range: float = 255.0) -> torch.Tensor:
