@@ -12,12 +12,12 @@ import importlib
 import os
 import re
 from pathlib import Path
-from typing import Iterator, List, Union
+from typing import Iterator, List, Tuple, Union
 
 import numpy as np
 import torch
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "natural_key", "list_frames", "read_image", "write_image", "to_uint8",
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "natural_key", "list_frames", "read_image", "write_image", "to_uint8", "image_size",
            "count_video_frames",
            "read_video", "VideoWriter", "is_video", "atomic_path", "require"]
 
@@ -66,6 +66,16 @@ def read_image(path: PathLike) -> torch.Tensor:
     except (OSError, SyntaxError) as error:  # Pillow's UnidentifiedImageError is an OSError
         raise ValueError(f"{path}: not a readable image ({error})") from error
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
+
+
+def image_size(path: PathLike) -> Tuple[int, int]:
+    """``(H, W)`` of an image file, from its header (nothing decoded)."""
+    image_module = require("PIL.Image")
+    try:
+        with image_module.open(path) as image:
+            return image.height, image.width
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from error
 
 
 def to_uint8(frame: torch.Tensor) -> np.ndarray:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .io import PathLike, list_frames, natural_key
+from .io import PathLike, image_size, list_frames, natural_key
 
 __all__ = ["VideoSequence", "find_sequences", "DATASETS", "DVD_TEST"]
 
@@ -40,6 +40,16 @@ class VideoSequence:
 
     def __len__(self) -> int:
         return len(self.blurry)
+
+    def frame_size(self) -> Tuple[int, int]:
+        """``(H, W)`` of the sequence, after checking from the files' headers (nothing decoded)
+        that every blurry and sharp frame has it."""
+        size = image_size(self.blurry[0])
+        for path in self.blurry + (self.sharp or ()):
+            if image_size(path) != size:
+                raise ValueError(f"{path}: frame of size {image_size(path)} in sequence {self.name!r}, whose first "
+                                 f"blurry frame is {size}; expected every frame the same size")
+        return size
 
 
 def find_sequences(root: PathLike, dataset: str, split: str = "test") -> List[VideoSequence]:

@@ -42,6 +42,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1, help="window models: windows per forward pass")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="fp32, or bf16/fp16 autocast")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights when no --weights is given")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -119,8 +120,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     rank, world = _init_distributed(args)
     try:
         restorer = _restorer(args, card, config, dataset=args.dataset)
-        for seq in sequences:  # every sequence's length is checked before any is restored
+        for seq in sequences:  # every sequence is checked before any is restored
             restorer.plan(len(seq))
+            seq.frame_size()
         mine = [score_sequence(restorer, seq, protocol, args.save, progress=not args.quiet)
                 for seq in sequences[rank::world]]
         scores = _gather(mine, rank, world)
@@ -145,6 +147,7 @@ def _restorer(args, card, config, dataset: Optional[str] = None) -> Restorer:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device: {args.device!r} requested, but CUDA is not available")
+    torch.manual_seed(args.seed)  # an untrained model is the same on every run (and every rank)
     model = get_model(card.name, **config)
     if args.weights:
         load_official(model, args.weights, param_key=args.param_key)

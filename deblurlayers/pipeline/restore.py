@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 import torch
 from torch import nn
 
-from ..data.io import PathLike, count_video_frames, read_image, read_video
+from ..data.io import PathLike, count_video_frames, image_size, read_image, read_video
 from ..models import ModelCard, tiled_inference
 from .plan import WINDOW_CONTEXT, Step, clip_plan, last_use, window_plan
 
@@ -41,10 +41,16 @@ class FrameSource:
 
     @classmethod
     def from_paths(cls, paths: Sequence[PathLike]) -> "FrameSource":
-        """Image files, in the given order; output names are their stems."""
+        """Image files, in the given order; output names are their stems. Every file's header is
+        read first: an unreadable file or a frame of another size is refused before any work."""
         paths = [Path(p) for p in paths]
         if not paths:
             raise ValueError("input: no frames to restore")
+        first = image_size(paths[0])
+        for path in paths[1:]:
+            if image_size(path) != first:
+                raise ValueError(f"{path}: frame of size {image_size(path)}, but {paths[0].name} is {first}; "
+                                 f"expected every frame the same size")
         return cls(len(paths), [p.stem for p in paths], lambda i: read_image(paths[i]), False, lambda i: str(paths[i]))
 
     @classmethod
@@ -117,7 +123,8 @@ class Restorer:
         _check_optional_int("tile", self.tile, 1)
         _check_optional_int("overlap", self.overlap, 0)
         if self.tile is not None and self.overlap >= self.tile:
-            raise ValueError(f"overlap: expected less than tile={self.tile}, got {self.overlap}")
+            origin = f" (the official test's, for its {pipeline.tile} px tiles)" if overlap == OFFICIAL else ""
+            raise ValueError(f"overlap: expected less than tile={self.tile}, got {self.overlap}{origin}")
         if not isinstance(windows_per_pass, int) or windows_per_pass < 1:
             raise ValueError(f"windows_per_pass: expected an int >= 1, got {windows_per_pass!r}")
         if dtype not in DTYPES:
