@@ -84,3 +84,20 @@ def test_the_docs_table_agrees_with_the_cards():
         frames = f"{card.frames_in or f'T (T ≥ {card.min_frames})'} → {'T' if card.output == 'clip' else card.output}"
         assert cells[2] == frames, (name, cells[2], frames)
         assert cells[3].startswith(f"{card.parameters:,}"), (name, cells[3])
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_protocol_and_test_pipeline_fit_the_model(name):
+    """A card's protocol is a known one (only the derived FSTANet has none); clip models run
+    clips, window models do not, and a clip model's official clip is at least its fewest frames."""
+    from deblurlayers.metrics import PROTOCOLS
+
+    card = get_model_card(name)
+    assert card.protocol in PROTOCOLS or (card.protocol is None and card.code is None)
+    pipeline = card.test_pipeline
+    assert (pipeline.clip_frames is not None) == (card.output == "clip")
+    if pipeline.clip_frames is not None:
+        assert min([pipeline.clip_frames, *pipeline.clip_frames_per_dataset.values()]) >= card.min_frames
+        assert 2 * pipeline.margin < pipeline.clip_frames
+    if pipeline.tile is not None:
+        assert 0 <= pipeline.overlap < pipeline.tile and pipeline.tile % card.size_multiple == 0

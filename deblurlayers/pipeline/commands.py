@@ -39,7 +39,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbouring tiles")
     parser.add_argument("--frames-per-clip", type=int, default=None,
                         help="clip models: frames per forward pass (default: the official test's; 0: the whole video)")
-    parser.add_argument("--batch", type=int, default=1, help="window models: windows per forward pass")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="window models: windows per forward pass (default 1; ERDN 8, reusing its first stage)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="fp32, or bf16/fp16 autocast")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights when no --weights is given")
