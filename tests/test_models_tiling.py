@@ -93,8 +93,11 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match=r"frames: expected a 5-d tensor"):
         tiled_inference(model, x[0])
     stdanet = STDANet(channels=8, num_points=2).eval()
+    real_calls = []
+    stdanet.register_forward_hook(lambda m, args, out: real_calls.append(args[0].device) if not args[0].is_meta else None)
     with pytest.raises(ValueError, match=r"frames_per_clip: only for models that return every frame"):
         tiled_inference(stdanet, frames(t=5), frames_per_clip=3, frame_overlap=1)
+    assert real_calls == []  # refused before the first real tile (a meta probe)
     with pytest.raises(ValueError, match=r"model: expected an output"):
         tiled_inference(lambda f: f[:, :, :, :2], x)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
+from torch import nn
 
 from ..utils import check_input
+from ..utils.meta import tensors_on_meta, to_meta
 
 __all__ = ["tiled_inference"]
 
@@ -85,6 +87,8 @@ def tiled_inference(model: Callable[[torch.Tensor], torch.Tensor], frames: torch
     rows, cols = _spans(h, tile, overlap), _spans(w, tile, overlap)
     chunks = _spans(t, frames_per_clip, frame_overlap) if frames_per_clip is not None else [(0, t, 0, t)]
     side = _check_side_inputs(side_inputs or {}, dims, rows, cols)
+    if len(chunks) > 1:  # a clip-to-frame model cannot be chunked: find out before the first real tile
+        _probe_output_kind(model, frames, side, chunks, rows[0], cols[0])
 
     out = weight = None
     clip_output = None
@@ -153,6 +157,27 @@ def _spans(size: int, tile: int, overlap: int) -> List[Tuple[int, int, int, int]
     seams = [(starts[i + 1] + starts[i] + tile) // 2 for i in range(len(starts) - 1)]
     bounds = [0] + seams + [size]
     return [(s, s + tile, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
+
+
+def _probe_output_kind(model, frames, side, chunks, row, col) -> None:
+    """Run the first tile on the meta device (no arithmetic) so that :func:`_output_kind` refuses
+    a clip-to-frame model before any real work. A model that cannot run on meta (a plain function
+    that reads values, say) is left to the check after its first real tile."""
+    if not isinstance(model, nn.Module):
+        return
+    t0, t1 = chunks[0][:2]
+    (y0, y1), (x0, x1) = row[:2], col[:2]
+    t = frames.shape[1]
+    tile = to_meta(frames[:, t0:t1, :, y0:y1, x0:x1])
+    extra = {name: to_meta(a[:, t0:t1 - (t - a.shape[1]), :, y0 // k:y1 // k, x0 // k:x1 // k])
+             for name, (a, k) in side.items()}
+    try:
+        with tensors_on_meta(model), torch.no_grad():
+            result = model(tile, **extra)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return
+    if isinstance(result, torch.Tensor):
+        _output_kind(result, tile, chunks)
 
 
 def _output_kind(result: torch.Tensor, tile_frames: torch.Tensor, chunks) -> bool:
