@@ -10,7 +10,8 @@ from deblurlayers.flops import count_flops
 from deblurlayers.models import (STDANet, get_model, list_models,
                                  load_official, register_model)
 from helpers import count_parameters
-from model_cases import (CASES, CLIP_MODELS, MIN_FRAMES, clip, manifest, official_state_dict,
+from model_bad_inputs import BAD_INPUTS
+from model_cases import (CASES, CLIP_MODELS, clip, manifest, official_state_dict,
                          perturb_zero_init, small, training_loss)
 
 
@@ -218,27 +219,12 @@ def test_flops_on_the_meta_device(name):
     assert all(p.device.type == "cpu" for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_bad_inputs(name):
-    model = small(name)
-    t = CASES[name][1]
-    with pytest.raises(ValueError, match=r"frames: expected a 5-d tensor"):
-        model(torch.rand(1, 3, 16, 16))
-    with pytest.raises(ValueError, match=r"frames: expected shape .*C=3"):
-        model(torch.rand(1, t, 4, 16, 16))
-    with pytest.raises(ValueError, match=r"frames: expected H >= 1 in \(B, T, C, H, W\)"):
-        model(torch.rand(1, t, 3, 0, 16))
-    with pytest.raises(TypeError, match=r"frames: expected a floating-point tensor"):
-        model(torch.ones(1, t, 3, 16, 16, dtype=torch.int64))
-    with pytest.raises(TypeError, match=r"frames: expected dtype torch.float32"):
-        model(torch.rand(1, t, 3, 16, 16, dtype=torch.float64))
-    # a clip on the meta device used to come back as a meta tensor from some models
-    with pytest.raises(ValueError, match=r"frames: expected a tensor on cpu \(the device of the parameters\), got meta"):
-        model(torch.rand(1, t, 3, 16, 16, device="meta"))
-    if name.startswith(("stdanet", "erdn")):
-        with pytest.raises(ValueError, match=rf"frames: expected shape \(B, T={t}"):
-            model(torch.rand(1, t + 1, 3, 16, 16))
-    else:
-        fewest = MIN_FRAMES.get(name, 1)
-        with pytest.raises(ValueError, match=rf"frames: expected T >= {fewest} in \(B, T, C, H, W\)"):
-            model(torch.rand(1, fewest - 1, 3, 16, 16))
+_BAD = [(name, case) for name, cases in BAD_INPUTS.items() for case in cases]
+
+
+@pytest.mark.parametrize("name,case", _BAD, ids=[f"{name}: {case[0]}" for name, case in _BAD])
+def test_bad_input(name, case):
+    """One table per model (tests/model_bad_inputs.py): each mistake a clear error naming it."""
+    _, call, error, match = case
+    with pytest.raises(error, match=match):
+        call(small(name).eval())

@@ -1,6 +1,5 @@
 """FSTANet (derived): its documented parameter count, the residual around the attention and the
 reference frame."""
-import pytest
 import torch
 
 from deblurlayers.models import (FSTANet)
@@ -35,6 +34,3 @@ def test_fstanet_residual_and_reference():
     torch.testing.assert_close(model(x, reference=0), x[:, 0])
 
 
-def test_fstanet_bad_reference():
-    with pytest.raises(ValueError, match=r"reference: expected a frame index in \[0, T=5\)"):
-        small("fstanet")(clip("fstanet", batch=1), reference=5)

@@ -121,18 +121,3 @@ def test_stdanet_warp_loss_by_hand():
     assert stdanet_warp_loss(still, torch.zeros_like(to_next), torch.zeros_like(to_prev)) == 0
 
 
-def test_stdanet_losses_name_the_expected_targets():
-    from deblurlayers.models import stdanet_loss, stdanet_stack_loss
-
-    net, stack = small("stdanet"), small("stdanet_stack")
-    details = net(clip("stdanet", batch=1, height=8, width=8), return_details=True)
-    with pytest.raises(ValueError, match=r"sharp: expected .*T=3"):
-        stdanet_loss(details, torch.rand(1, 3, 8, 8))            # the centre frame alone
-    with pytest.raises(TypeError, match=r"output: expected the STDANetOutput of STDANet\("):
-        stdanet_loss(details.restored, torch.rand(1, 3, 3, 8, 8))
-    stack_details = stack(clip("stdanet_stack", batch=1, height=8, width=8), return_details=True)
-    with pytest.raises(ValueError, match=r"sharp: expected .*T=5"):
-        stdanet_stack_loss(stack_details, torch.rand(1, 3, 3, 8, 8))
-    with pytest.raises(TypeError, match=r"STDANetStack\(frames, return_details=True\)"):
-        stdanet_stack_loss(details, torch.rand(1, 5, 3, 8, 8))
-    assert stdanet_loss(details, torch.rand(1, 3, 3, 8, 8)).dim() == 0
