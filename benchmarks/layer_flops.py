@@ -1,6 +1,13 @@
 """FLOPs, parameters and CPU latency of every deblurlayers op, layer and model.
 
-    python benchmarks/layer_flops.py [--threads 2] [--min-run-time 0.3] [--skip-latency]
+    python benchmarks/layer_flops.py [--full] [--save] [--threads 2] [--skip-latency] [--only models]
+
+The default run is the quick one (about 3 minutes on 2 cores with a warm build cache): each
+latency is the median of a short measurement (``--min-run-time 0.05``), and the models are timed
+at 64x64, once after a warm-up, with no memory probes; the model table says so. ``--full`` is the
+table of ``benchmarks/RESULTS.md``: 0.3 s per latency, models at 256x256, best of 3 forwards,
+peak memory in fresh processes (tens of minutes on 2 cores). Rows are printed as they complete.
+Nothing is written unless ``--save`` (to benchmarks/results/) or ``--out DIR`` is given.
 
 FLOPs are counted on the meta device (nothing is allocated) with
 deblurlayers.flops.count_flops: 1 MAC = 2 FLOPs; matmul, convolution,
@@ -15,7 +22,7 @@ next to the papers' figures, and CPU forward time (best of --model-repeats
 runs) and peak extra memory (a fresh process each, benchmarks/_memory.py) at
 256x256, native vs reference.
 
-The tables are printed and written to benchmarks/results/layer_flops.{md,json}.
+With --save the tables are also written to benchmarks/results/layer_flops.{md,json}.
 Each later layer adds its rows to ROWS; the models' rows come from their model cards.
 """
 from __future__ import annotations
@@ -307,6 +314,7 @@ def measure(row: Row, threads: int, min_run_time: float, latency: bool) -> Dict:
 
 
 def _model_forward_ms(name: str, frames: torch.Tensor, backend: str, repeats: int) -> float:
+    """Best of ``repeats`` forwards after a warm-up."""
     from deblurlayers.models import get_model
 
     model = get_model(name).eval()
@@ -340,7 +348,7 @@ def _model_peak_mb(name: str, shape: Tuple[int, ...], backend: str, threads: int
     return peak_extra_mb(setup, run)
 
 
-def measure_model(name: str, threads: int, repeats: int, latency: bool) -> Dict:
+def measure_model(name: str, threads: int, repeats: int, latency: bool, size: int = 256, memory: bool = True) -> Dict:
     from deblurlayers.models import get_model
 
     info = ModelInfo.from_card(name)
@@ -363,11 +371,12 @@ def measure_model(name: str, threads: int, repeats: int, latency: bool) -> Dict:
         result["gmacs_256_with_flow_estimator"] = with_flows["256"]
         result["gmacs_720p_with_flow_estimator"] = with_flows["720p"]
     if latency:
-        shape = (1, info.frames, 3, 256, 256)
+        shape = (1, info.frames, 3, size, size)
         frames = torch.rand(shape)
         for backend in ("native", "reference"):
             result[f"{backend}_ms"] = _model_forward_ms(name, frames, backend, repeats)
-            result[f"{backend}_peak_mb"] = _model_peak_mb(name, shape, backend, threads)
+            if memory:
+                result[f"{backend}_peak_mb"] = _model_peak_mb(name, shape, backend, threads)
     return result
 
 
@@ -377,8 +386,11 @@ def models_to_markdown(results: List[Dict], meta: Dict) -> str:
         "",
         "GMACs per restored frame (a clip model's count divided by its T; counted at the T in brackets "
         "where it differs); forward time (best of "
-        f"{meta['model_repeats']}) and peak extra memory at 1x T x 3 x 256 x 256, {meta['threads']} thread(s), fp32. "
-        "Params: trainable (+ frozen, e.g. a flow estimator kept outside the state_dict).",
+        f"{meta['model_repeats']}) and peak extra memory at 1x T x 3 x {meta['model_size']} x {meta['model_size']}, "
+        f"{meta['threads']} thread(s), fp32"
+        + ("" if meta["full"] else " (**quick run**: times at 64x64, not comparable with the 256x256 table of "
+                                   "RESULTS.md; no memory probes; `--full` for that table)")
+        + ". Params: trainable (+ frozen, e.g. a flow estimator kept outside the state_dict).",
         "",
         "| model | T | params | GMACs/frame 256² | GMACs/frame 720p | native ms | reference ms | "
         "native peak MB | reference peak MB | paper |",
@@ -429,13 +441,21 @@ def to_markdown(results: List[Dict], meta: Dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true",
+                        help="the full table (0.3 s per latency, models at 256x256 with memory): tens of minutes")
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/layer_flops.{md,json}")
+    parser.add_argument("--out", type=Path, default=None, help="write layer_flops.{md,json} to this folder")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for latency (default 2)")
-    parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds per latency measurement")
+    parser.add_argument("--min-run-time", type=float, default=None,
+                        help="seconds per latency measurement (default 0.05; 0.3 with --full)")
     parser.add_argument("--skip-latency", action="store_true", help="FLOPs and parameters only")
-    parser.add_argument("--model-repeats", type=int, default=3, help="timed forward passes per model and backend")
+    parser.add_argument("--model-repeats", type=int, default=None,
+                        help="timed forward passes per model and backend (default 1; 3 with --full)")
     parser.add_argument("--only", choices=("all", "layers", "models"), default="all", help="which tables to run")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write layer_flops.{md,json}")
     args = parser.parse_args(argv)
+    min_run_time = args.min_run_time or (0.3 if args.full else 0.05)
+    repeats = args.model_repeats or (3 if args.full else 1)
+    model_size = 256 if args.full else 64
     from deblurlayers.models import get_model_card, list_models
 
     missing = sorted(name for name in list_models() if ANY_T_FRAMES.get(name) is None
@@ -447,19 +467,39 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     status = deblurlayers.native_status(load=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "threads": args.threads, "model_repeats": args.model_repeats,
+            "threads": args.threads, "model_repeats": repeats, "model_size": model_size, "full": args.full,
+            "min_run_time": min_run_time,
             "native": status["status"] + (f" ({status['reason'].splitlines()[-1]})" if status["reason"] else "")}
-    results = ([measure(row, args.threads, args.min_run_time, not args.skip_latency) for row in ROWS]
-               if args.only != "models" else [])
-    models = ([measure_model(name, args.threads, args.model_repeats, not args.skip_latency) for name in list_models()]
-              if args.only != "layers" else [])
+    start = time.perf_counter()
+    rows = ROWS if args.only != "models" else []
+    names = list_models() if args.only != "layers" else []
+    total = len(rows) + len(names)
+    results, models = [], []
+    for row in rows:
+        results.append(measure(row, args.threads, min_run_time, not args.skip_latency))
+        _progress(len(results), total, start, to_markdown([results[-1]], meta).splitlines()[-1])
+    for name in names:
+        models.append(measure_model(name, args.threads, repeats, not args.skip_latency, model_size, args.full))
+        row_line = next(line for line in models_to_markdown([models[-1]], meta).splitlines()
+                        if line.startswith(f"| {name} |"))
+        _progress(len(results) + len(models), total, start, row_line)
     table = to_markdown(results, meta) + ("\n" + models_to_markdown(models, meta) if models else "")
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "layer_flops.md").write_text(table)
-    (args.out / "layer_flops.json").write_text(
-        json.dumps({"meta": meta, "rows": results, "models": models}, indent=2) + "\n")
-    print(f"written to {args.out}/layer_flops.md and .json")
+    out = args.out or (RESULTS if args.save else None)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "layer_flops.md").write_text(table)
+        (out / "layer_flops.json").write_text(
+            json.dumps({"meta": meta, "rows": results, "models": models}, indent=2) + "\n")
+        print(f"written to {out}/layer_flops.md and .json")
+    print(f"layer_flops.py: {total} rows in {time.perf_counter() - start:.0f} s"
+          + ("" if args.full else " (quick run; --full for the RESULTS.md table)"))
+
+
+def _progress(done: int, total: int, start: float, line: str) -> None:
+    """One finished row, with how far along the run is."""
+    elapsed = time.perf_counter() - start
+    print(f"[{done}/{total}, {elapsed:.0f} s] {line}", flush=True)
 
 
 if __name__ == "__main__":
