@@ -91,7 +91,7 @@ def main() -> None:
 
     if args.skip_memory:
         return
-    print(f"\n## Peak extra memory restoring a video at 128×128 (MB), by video length\n")
+    print("\n## Peak extra memory restoring a video at 128×128 (MB), by video length\n")
     print("| model | " + " | ".join(f"{n} frames" for n in args.memory_frames) + " |")
     print("|---|" + "---|" * len(args.memory_frames))
     for name in args.memory_models:

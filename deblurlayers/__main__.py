@@ -17,11 +17,15 @@ def main(argv=None) -> int:
     nvcc = sub.add_parser("nvcc-check", help="compile-check every CUDA source with nvcc (no GPU needed)")
     nvcc.add_argument("--arch", default="90", help="compute capability without the dot (default 90)")
     nvcc.add_argument("--nvcc", default=None, help="path to nvcc (default: CUDA_HOME or PATH)")
-    from .pipeline.commands import add_evaluate_parser, add_restore_parser
-
-    add_restore_parser(sub)
-    add_evaluate_parser(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["restore"], ["evaluate"]):
+        from .pipeline.commands import add_evaluate_parser, add_restore_parser
+
+        add_restore_parser(sub)
+        add_evaluate_parser(sub)
+    else:  # listed in --help; `info` must not import the models (it reports a broken install)
+        sub.add_parser("restore", help="restore a folder of frames or a video file")
+        sub.add_parser("evaluate", help="score a model on a test set with its paper's protocol")
     args = parser.parse_args(argv)
     if args.command == "nvcc-check":
         from ._native.nvcc_check import main as nvcc_check
