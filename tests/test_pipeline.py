@@ -348,3 +348,18 @@ def test_torchrun_on_two_processes_equals_one(tmp_path):
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert b["settings"]["processes"] == 2
     assert a["sequences"] == b["sequences"] and a["overall"] == b["overall"]
+
+
+def test_progress_without_tqdm_is_a_line_with_rate_and_eta(monkeypatch):
+    import io
+
+    from deblurlayers.pipeline import Progress
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    stream = io.StringIO()
+    bar = Progress(4, "restore dstnet", stream=stream)
+    bar.update(2)
+    bar.update(2)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[-1].startswith("restore dstnet: 4/4 frames, ") and "frames/s" in lines[-1] and "ETA 0 s" in lines[-1]
