@@ -77,7 +77,7 @@ def synthetic_pair(frames: int, size: int):
     return blurry[None], sharp[None]
 
 
-def measure(name: str, size: int, repeats: int, ceilings, memory: bool):
+def measure(name: str, size: int, repeats: int, ceilings, memory: bool, dtypes=("fp32", "bf16")):
     card = get_model_card(name)
     frames = card.frames_in or ANY_T_FRAMES[name]
     outputs = frames if card.output == "clip" else 1
@@ -88,7 +88,7 @@ def measure(name: str, size: int, repeats: int, ceilings, memory: bool):
     macs = count_flops(model, torch.zeros_like(blurry)).macs
     row = {"name": name, "frames": frames, "gmacs": macs / 1e9}
     out = {}
-    for dtype in ("fp32", "bf16"):
+    for dtype in dtypes:
         with torch.inference_mode(), _autocast(dtype):
             seconds = _best_seconds(lambda: out.__setitem__(dtype, model(blurry).float()), repeats)
         row[f"{dtype}_s"] = seconds
@@ -96,8 +96,10 @@ def measure(name: str, size: int, repeats: int, ceilings, memory: bool):
         row[f"{dtype}_efficiency"] = macs / seconds / ceilings[dtype]
         if memory:
             row[f"{dtype}_peak_mb"] = _peak_mb(name, tuple(blurry.shape), dtype)
-    row["bf16_vs_fp32_psnr"] = psnr(out["bf16"], out["fp32"]).mean().item()
-    row["bf16_delta_psnr"] = (psnr(out["bf16"].clamp(0, 1), target) - psnr(out["fp32"].clamp(0, 1), target)).mean().item()
+    if "bf16" in out:
+        row["bf16_vs_fp32_psnr"] = psnr(out["bf16"], out["fp32"]).mean().item()
+        row["bf16_delta_psnr"] = (psnr(out["bf16"].clamp(0, 1), target)
+                                  - psnr(out["fp32"].clamp(0, 1), target)).mean().item()
     return row, model, blurry
 
 
@@ -120,6 +122,10 @@ def _peak_mb(name: str, shape, dtype: str) -> float:
     return peak_extra_mb(setup, run)
 
 
+def _cell(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
 def profile_table(model, clip) -> str:
     from torch.profiler import ProfilerActivity, profile
 
@@ -135,6 +141,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--bf16-models", nargs="*", default=None,
+                        help="the models also timed under bf16 autocast (default: all)")
     parser.add_argument("--profile-out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -145,16 +153,20 @@ def main() -> None:
           f"{ceilings['bf16'] / 1e9:.1f} GMAC/s bf16 (autocast).\n")
     memory_cols = " fp32 peak MB | bf16 peak MB |" if args.memory else ""
     print("| model | T | GMACs | fp32 s | fp32 frames/s | fp32 efficiency | bf16 s | bf16 frames/s | bf16 efficiency "
-          f"| bf16 speed-up | PSNR bf16 vs fp32 | ΔPSNR vs sharp |{memory_cols}")
+          f"| bf16 speed-up (×) | PSNR bf16 vs fp32 (dB) | ΔPSNR vs sharp (dB) |{memory_cols}")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.memory else ""))
     profiles = []
     for name in args.models:
-        r, model, clip = measure(name, args.size, args.repeats, ceilings, args.memory)
-        memory = f" {r['fp32_peak_mb']:.0f} | {r['bf16_peak_mb']:.0f} |" if args.memory else ""
+        bf16 = args.bf16_models is None or name in args.bf16_models
+        r, model, clip = measure(name, args.size, args.repeats, ceilings, args.memory,
+                                 ("fp32", "bf16") if bf16 else ("fp32",))
+        memory = (f" {r['fp32_peak_mb']:.0f} | {_cell(r.get('bf16_peak_mb'), '.0f')} |" if args.memory else "")
+        speedup = r["fp32_s"] / r["bf16_s"] if bf16 else None
         print(f"| {name} | {r['frames']} | {r['gmacs']:.1f} | {r['fp32_s']:.2f} | {r['fp32_fps']:.2f} | "
-              f"{100 * r['fp32_efficiency']:.0f} % | {r['bf16_s']:.2f} | {r['bf16_fps']:.2f} | "
-              f"{100 * r['bf16_efficiency']:.0f} % | {r['fp32_s'] / r['bf16_s']:.2f}× | {r['bf16_vs_fp32_psnr']:.1f} dB | "
-              f"{r['bf16_delta_psnr']:+.3f} dB |{memory}", flush=True)
+              f"{100 * r['fp32_efficiency']:.0f} % | {_cell(r.get('bf16_s'), '.2f')} | {_cell(r.get('bf16_fps'), '.2f')} | "
+              f"{_cell(r.get('bf16_efficiency'), '.0%')} | {_cell(speedup, '.2f')} | "
+              f"{_cell(r.get('bf16_vs_fp32_psnr'), '.1f')} | {_cell(r.get('bf16_delta_psnr'), '+.3f')} |{memory}",
+              flush=True)
         if args.profile_out is not None:
             profiles.append(f"### {name} (fp32, T = {r['frames']}, {args.size}²)\n\n```\n{profile_table(model, clip)}```\n")
     if profiles:
