@@ -101,7 +101,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: Union[float, torch.Tensor
     peak = torch.as_tensor(data_range, dtype=torch.float64, device=x.device)
     peak = peak.expand(lead).reshape(-1, 1, 1, 1) if peak.dim() else peak
     axes, taps, mode = _WINDOWS[kind]
-    window = gaussian_taps(*taps).to(x.device)
+    window = gaussian_taps(*taps)
     smooth = lambda v: _separable(v, window, axes, mode)  # noqa: E731
     mu_x, mu_y = smooth(x), smooth(y)
     var_x = smooth(x * x) - mu_x.square()
@@ -150,9 +150,10 @@ def _filter_axis(v: torch.Tensor, taps: torch.Tensor, axis: int, mode: str) -> t
         v = v.index_select(axis, index)
     out_size = v.shape[axis] - 2 * radius
     # a sum of shifted slices: no layout change, and fast on the CPU in float64
-    out = v.narrow(axis, 0, out_size) * taps[0]
-    for k in range(1, taps.numel()):
-        out.add_(v.narrow(axis, k, out_size), alpha=taps[k].item())
+    weights = taps.tolist()  # Python floats: no device sync per tap when v is on a GPU
+    out = v.narrow(axis, 0, out_size) * weights[0]
+    for k, weight in enumerate(weights[1:], start=1):
+        out.add_(v.narrow(axis, k, out_size), alpha=weight)
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..data.io import VideoWriter, is_video, list_frames, require, write_image
+from ..data.io import VIDEO_SUFFIXES, VideoWriter, is_video, list_frames, require, write_image
 from ..data.layouts import DATASETS, find_sequences
 from ..metrics import PROTOCOLS, get_protocol
 from ..models import get_model, get_model_card, list_models, load_official
@@ -172,14 +172,8 @@ def _open_input(path: str) -> FrameSource:
     if path.is_file() and is_video(path):
         return FrameSource.from_video(path)
     if path.exists():
-        raise ValueError(f"input: {path} is neither a folder of frames nor a video file ({', '.join(_video_kinds())})")
+        raise ValueError(f"input: {path} is neither a folder of frames nor a video file ({', '.join(VIDEO_SUFFIXES)})")
     raise FileNotFoundError(f"input: {path} not found")
-
-
-def _video_kinds() -> List[str]:
-    from ..data.io import VIDEO_SUFFIXES
-
-    return list(VIDEO_SUFFIXES)
 
 
 def _parse_config(items: List[str]) -> Dict[str, object]:
