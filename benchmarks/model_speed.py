@@ -1,7 +1,7 @@
 """Every model against the machine: forward time, frames/s, memory and efficiency, fp32 and bf16.
 
     python benchmarks/model_speed.py [--models ...] [--size 256] [--repeats 2] [--threads 2]
-                                     [--memory] [--profile-out PATH]
+                                     [--fast] [--memory] [--profile-out PATH]
 
 For every registered model (full-size default configuration, B = 1, the card's frame count; the
 models that take any T at the clip length of layer_flops.py's timed forward), under
@@ -15,6 +15,10 @@ bf16 accuracy: PSNR between the bf16 and the fp32 output of the same clip (how m
 the restored frames), and the change of PSNR against the clip's sharp frames (a synthetic pair:
 a texture, and its average over 5 shifted copies as the blurry clip).
 
+``--fast`` adds the inference fast path (:func:`deblurlayers.optimize_for_inference`: channels-last
+end to end) in fp32: its time, speed-up over the eager NCHW model and efficiency, and its largest
+deviation from the eager output (relative to the output's largest magnitude).
+
 ``--memory`` adds the peak extra resident memory of one forward (fresh process each; slow).
 ``--profile-out`` writes a ``torch.profiler`` table of each model's ten most expensive ops (fp32,
 self CPU time).
@@ -22,6 +26,7 @@ self CPU time).
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -29,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from deblurlayers.flops import count_flops
+from deblurlayers.inference import optimize_for_inference
 from deblurlayers.metrics import psnr
 from deblurlayers.models import get_model, get_model_card, list_models
 from layer_flops import ANY_T_FRAMES
@@ -77,7 +83,7 @@ def synthetic_pair(frames: int, size: int):
     return blurry[None], sharp[None]
 
 
-def measure(name: str, size: int, repeats: int, ceilings, memory: bool, dtypes=("fp32", "bf16")):
+def measure(name: str, size: int, repeats: int, ceilings, memory: bool, dtypes=("fp32", "bf16"), fast: bool = False):
     card = get_model_card(name)
     frames = card.frames_in or ANY_T_FRAMES[name]
     outputs = frames if card.output == "clip" else 1
@@ -96,6 +102,14 @@ def measure(name: str, size: int, repeats: int, ceilings, memory: bool, dtypes=(
         row[f"{dtype}_efficiency"] = macs / seconds / ceilings[dtype]
         if memory:
             row[f"{dtype}_peak_mb"] = _peak_mb(name, tuple(blurry.shape), dtype)
+    if fast:
+        fast_model = optimize_for_inference(copy.deepcopy(model))
+        with torch.inference_mode():
+            seconds = _best_seconds(lambda: out.__setitem__("fast", fast_model(blurry)), repeats)
+        row["fast_s"], row["fast_speedup"] = seconds, row["fp32_s"] / seconds
+        row["fast_efficiency"] = macs / seconds / ceilings["fp32"]
+        row["fast_max_rel"] = ((out["fast"] - out["fp32"]).abs().max() / out["fp32"].abs().max()).item()
+        model = fast_model  # the one profiled
     if "bf16" in out:
         row["bf16_vs_fp32_psnr"] = psnr(out["bf16"], out["fp32"]).mean().item()
         row["bf16_delta_psnr"] = (psnr(out["bf16"].clamp(0, 1), target)
@@ -141,6 +155,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--fast", action="store_true", help="also time optimize_for_inference (fp32)")
     parser.add_argument("--bf16-models", nargs="*", default=None,
                         help="the models also timed under bf16 autocast (default: all)")
     parser.add_argument("--profile-out", type=Path, default=None)
@@ -152,23 +167,28 @@ def main() -> None:
     print(f"Ceiling: 3×3 conv 64→64 at {args.size}²: {ceilings['fp32'] / 1e9:.1f} GMAC/s fp32, "
           f"{ceilings['bf16'] / 1e9:.1f} GMAC/s bf16 (autocast).\n")
     memory_cols = " fp32 peak MB | bf16 peak MB |" if args.memory else ""
+    fast_cols = " fast s | fast speed-up (×) | fast efficiency | fast max rel. diff |" if args.fast else ""
     print("| model | T | GMACs | fp32 s | fp32 frames/s | fp32 efficiency | bf16 s | bf16 frames/s | bf16 efficiency "
-          f"| bf16 speed-up (×) | PSNR bf16 vs fp32 (dB) | ΔPSNR vs sharp (dB) |{memory_cols}")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.memory else ""))
+          f"| bf16 speed-up (×) | PSNR bf16 vs fp32 (dB) | ΔPSNR vs sharp (dB) |{fast_cols}{memory_cols}")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" * 4 if args.fast else "")
+          + ("---:|---:|" if args.memory else ""))
     profiles = []
     for name in args.models:
         bf16 = args.bf16_models is None or name in args.bf16_models
         r, model, clip = measure(name, args.size, args.repeats, ceilings, args.memory,
-                                 ("fp32", "bf16") if bf16 else ("fp32",))
+                                 ("fp32", "bf16") if bf16 else ("fp32",), args.fast)
         memory = (f" {r['fp32_peak_mb']:.0f} | {_cell(r.get('bf16_peak_mb'), '.0f')} |" if args.memory else "")
         speedup = r["fp32_s"] / r["bf16_s"] if bf16 else None
+        fast = (f" {r['fast_s']:.2f} | {r['fast_speedup']:.2f} | {100 * r['fast_efficiency']:.0f} % | "
+                f"{r['fast_max_rel']:.1e} |" if args.fast else "")
         print(f"| {name} | {r['frames']} | {r['gmacs']:.1f} | {r['fp32_s']:.2f} | {r['fp32_fps']:.2f} | "
               f"{100 * r['fp32_efficiency']:.0f} % | {_cell(r.get('bf16_s'), '.2f')} | {_cell(r.get('bf16_fps'), '.2f')} | "
               f"{_cell(r.get('bf16_efficiency'), '.0%')} | {_cell(speedup, '.2f')} | "
-              f"{_cell(r.get('bf16_vs_fp32_psnr'), '.1f')} | {_cell(r.get('bf16_delta_psnr'), '+.3f')} |{memory}",
+              f"{_cell(r.get('bf16_vs_fp32_psnr'), '.1f')} | {_cell(r.get('bf16_delta_psnr'), '+.3f')} |{fast}{memory}",
               flush=True)
         if args.profile_out is not None:
-            profiles.append(f"### {name} (fp32, T = {r['frames']}, {args.size}²)\n\n```\n{profile_table(model, clip)}```\n")
+            path = ", fast path" if args.fast else ""
+            profiles.append(f"### {name} (fp32{path}, T = {r['frames']}, {args.size}²)\n\n```\n{profile_table(model, clip)}```\n")
     if profiles:
         args.profile_out.write_text("# Ten most expensive ops per model (self CPU time)\n\n" + "\n".join(profiles))
         print(f"\nprofiles: {args.profile_out}")

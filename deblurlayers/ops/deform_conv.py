@@ -17,11 +17,12 @@ from einops import rearrange
 from .. import flops as _flops
 from .._native.registry import define
 from ..utils import IntPair, check_floating, check_same_device, check_shape, conv_output_size, to_pair
-from ._backend import float32_under_autocast, use_native
+from ._backend import float32_under_autocast, keeps_memory_format, use_native
 
 __all__ = ["deform_conv2d", "deform_conv2d_reference"]
 
 
+@keeps_memory_format
 @float32_under_autocast
 def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
                   bias: Optional[torch.Tensor] = None, stride: IntPair = 1, padding: IntPair = 0,
@@ -58,6 +59,7 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
     return _reference(input, offset, mask, weight, bias, *args)
 
 
+@keeps_memory_format
 @float32_under_autocast
 def deform_conv2d_reference(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
                             bias: Optional[torch.Tensor] = None, stride: IntPair = 1, padding: IntPair = 0,

@@ -15,11 +15,12 @@ from einops import rearrange
 from .. import flops as _flops
 from .._native.registry import define
 from ..utils import check_floating, check_same_device, check_shape
-from ._backend import float32_under_autocast, use_native
+from ._backend import float32_under_autocast, keeps_memory_format, use_native
 
 __all__ = ["pixel_dynamic_filter", "pixel_dynamic_filter_reference", "channel_dynamic_filter"]
 
 
+@keeps_memory_format
 @float32_under_autocast
 def pixel_dynamic_filter(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
     """Filter every pixel of every channel with its own ``k x k`` kernel.
@@ -49,6 +50,7 @@ def pixel_dynamic_filter(x: torch.Tensor, kernels: torch.Tensor, kernel_size: in
     return pixel_dynamic_filter_reference(x, kernels, kernel_size)
 
 
+@keeps_memory_format
 @float32_under_autocast
 def pixel_dynamic_filter_reference(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
     """Upsample-then-unfold formulation of :func:`pixel_dynamic_filter` (DSTNet's own)."""

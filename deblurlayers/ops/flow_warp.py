@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils import check_floating, check_same_device, check_shape
+from ._backend import keeps_memory_format
 
 __all__ = ["flow_warp", "masked_flow_warp", "compose_flows", "all_pairs_flows"]
 
@@ -12,6 +13,7 @@ _PADDING_MODES = ("zeros", "border", "reflection")
 _MODES = ("bilinear", "nearest")
 
 
+@keeps_memory_format
 def flow_warp(
     x: torch.Tensor,
     flow: torch.Tensor,

@@ -20,7 +20,7 @@ from einops import rearrange, repeat
 from .. import flops as _flops
 from .._native.registry import define
 from ..utils import check_floating, check_same_device, check_shape
-from ._backend import float32_under_autocast, use_native
+from ._backend import float32_under_autocast, keeps_memory_format, use_native
 
 __all__ = ["haar_dwt2d", "haar_idwt2d", "haar_dwt2d_reference", "haar_idwt2d_reference"]
 
@@ -28,6 +28,7 @@ __all__ = ["haar_dwt2d", "haar_idwt2d", "haar_dwt2d_reference", "haar_idwt2d_ref
 _SCALES = {"avg": (0.25, 1.0), "ortho": (0.5, 0.5)}
 
 
+@keeps_memory_format
 @float32_under_autocast
 def haar_dwt2d(x: torch.Tensor, norm: str = "avg") -> Tuple[torch.Tensor, torch.Tensor]:
     """Haar DWT of every channel.
@@ -55,6 +56,7 @@ def haar_dwt2d(x: torch.Tensor, norm: str = "avg") -> Tuple[torch.Tensor, torch.
     return haar_dwt2d_reference(x, norm)
 
 
+@keeps_memory_format
 @float32_under_autocast
 def haar_idwt2d(ll: torch.Tensor, highs: torch.Tensor, norm: str = "avg") -> torch.Tensor:
     """Inverse of :func:`haar_dwt2d` for the same ``norm``.
@@ -86,6 +88,7 @@ def _haar_filters(channels: int, scale: float, like: torch.Tensor) -> torch.Tens
     return repeat(signs * scale, "k p q -> (c k) 1 p q", c=channels)
 
 
+@keeps_memory_format
 @float32_under_autocast
 def haar_dwt2d_reference(x: torch.Tensor, norm: str = "avg") -> Tuple[torch.Tensor, torch.Tensor]:
     """Grouped-convolution formulation of :func:`haar_dwt2d` (same arguments and result)."""
@@ -96,6 +99,7 @@ def haar_dwt2d_reference(x: torch.Tensor, norm: str = "avg") -> Tuple[torch.Tens
     return bands[:, 0], rearrange(bands[:, 1:], "b k c h w -> b (k c) h w")
 
 
+@keeps_memory_format
 @float32_under_autocast
 def haar_idwt2d_reference(ll: torch.Tensor, highs: torch.Tensor, norm: str = "avg") -> torch.Tensor:
     """Transposed-convolution formulation of :func:`haar_idwt2d` (same arguments and result)."""

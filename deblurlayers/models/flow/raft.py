@@ -14,7 +14,7 @@ from einops import rearrange
 from torch import nn
 
 from .._checkpoint import StateDict, register_converter
-from ...utils import check_input, check_shape, empty_batch
+from ...utils import check_input, check_shape, empty_batch, in_layout_of
 
 __all__ = ["RAFT", "CorrelationPyramid", "convex_upsample"]
 
@@ -110,7 +110,7 @@ class CorrelationPyramid:
         for level, volume in enumerate(self.pyramid):
             points = centres / 2 ** level + window
             out.append(_sample_pixels(volume, points).view(n, h, w, -1))
-        return rearrange(torch.cat(out, dim=-1), "n h w c -> n c h w").contiguous()
+        return rearrange(torch.cat(out, dim=-1), "n h w c -> n c h w")  # a channels-last view
 
 
 def _sample_pixels(volume: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -248,7 +248,8 @@ class RAFT(nn.Module):
         fmap1, fmap2 = self.fnet(torch.cat((2 * image1 - 1, 2 * image2 - 1), dim=0)).chunk(2, dim=0)
         corr = CorrelationPyramid(fmap1, fmap2, self.levels, self.radius)
         state, context = self.cnet(2 * image1 - 1).split((self.hidden, self.context), dim=1)
-        state, context = torch.tanh(state), torch.relu(context)
+        # channel slices of a channels-last map are not dense: the activations would come out NCHW
+        state, context = in_layout_of(torch.tanh(state), fmap1), in_layout_of(torch.relu(context), fmap1)
         n, _, h, w = fmap1.shape
         # Flow and coordinates in fp32 under autocast (fp64 for an fp64 model), as the official code.
         precise = torch.promote_types(image1.dtype, torch.float32)
@@ -258,7 +259,8 @@ class RAFT(nn.Module):
         for i in range(iters):
             coords1 = coords1.detach()
             flow = coords1 - coords0
-            state, mask, delta = self.update_block(state, context, corr.lookup(coords1), flow.to(state.dtype))
+            state, mask, delta = self.update_block(state, context, in_layout_of(corr.lookup(coords1), state),
+                                                   in_layout_of(flow.to(state.dtype), state))
             coords1 = coords1 + delta.to(precise)
             if return_all or i == iters - 1:
                 estimates.append(crop(convex_upsample(coords1 - coords0, mask.to(precise))))
