@@ -118,10 +118,10 @@ def test_restorer_equals_the_model_run_by_hand(name):
     card = get_model_card(name)
     clip_model = card.output == "clip"
     kwargs = dict(frames_per_clip=3) if clip_model else dict(windows_per_pass=3)
+    expected = _by_hand(name, model, frames, 3)  # eager, NCHW: the Restorer runs channels-last
     log = []
     restored = dict(Restorer(model, card, **kwargs).run(_memory_source(frames, log)))
     assert sorted(restored) == list(range(7))
-    expected = _by_hand(name, model, frames, 3)
     assert torch.allclose(torch.stack([restored[i] for i in range(7)]), expected, atol=2e-5)
     # memory: one pass's frames at most (a window model's batch of windows: 3 + 4 frames)
     assert max(log) < (3 if clip_model else 7)
@@ -154,6 +154,17 @@ def test_memory_stays_flat_over_a_long_video():
 def test_restorer_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Restorer(small("dstnet"), get_model_card("dstnet"), **kwargs)
+
+
+def test_restorer_runs_channels_last_on_the_cpu_unless_asked_not_to():
+    card = get_model_card("dstnet")
+    for channels_last, expected in [(None, True), (True, True), (False, False)]:
+        model = small("dstnet")
+        Restorer(model, card, channels_last=channels_last)
+        weight = model.feat_extractor.weight
+        assert (not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)) == expected
+    with pytest.raises(TypeError, match=r"channels_last: expected None, True or False, got 'yes'"):
+        Restorer(small("dstnet"), card, channels_last="yes")
 
 
 def test_frames_per_clip_is_for_clip_models_only():
@@ -190,6 +201,21 @@ def test_restore_a_folder_equals_the_library(tmp_path, capsys):
     expected = dict(Restorer(model, get_model_card("dstnet"), frames_per_clip=3).run(_memory_source(ordered)))
     for i, path in enumerate(written):
         assert torch.equal(read_image(path), quantize(expected[i]).float() / 255)
+
+
+def test_restore_memory_format_contiguous_gives_the_same_frames(tmp_path, capsys):
+    folder, _ = _frames_folder(tmp_path, length=5)
+    outs = {}
+    for layout in ("auto", "contiguous"):
+        code, _, err = _run(capsys, "restore", "dstnet", folder, tmp_path / layout, *DSTNET, "--frames-per-clip", 3,
+                            "--memory-format", layout)
+        assert code == 0, err
+        outs[layout] = torch.stack([read_image(p) for p in list_frames(tmp_path / layout)])
+    # 8-bit frames: the layouts' fp32 summation orders may round a value across a level
+    assert (outs["auto"] - outs["contiguous"]).abs().max() <= 1 / 255 + 1e-6
+    with pytest.raises(SystemExit) as exit_:  # argparse's own refusal of a choice
+        main(list(map(str, ["restore", "dstnet", folder, tmp_path / "x", *DSTNET, "--memory-format", "nhwc"])))
+    assert exit_.value.code == 2 and "--memory-format" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_resume_restores_only_what_is_missing(tmp_path, capsys):

@@ -53,7 +53,7 @@ class ResBlock(nn.Module):
             raise ValueError(f"kernel_size: expected an odd size, got {kernel_size}")
         self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
         self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
-        self.act = nn.LeakyReLU(negative_slope)
+        self.act = activation(negative_slope)
         if init_scale is not None:
             for conv in (self.conv1, self.conv2):
                 nn.init.kaiming_normal_(conv.weight)
@@ -83,7 +83,7 @@ class ResidualDenseBlock(nn.Module):
     def __init__(self, channels: int, growth: int = 32, num_layers: int = 4) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels + i * growth, growth, 3, padding=1), nn.ReLU())
+            nn.Sequential(nn.Conv2d(channels + i * growth, growth, 3, padding=1), nn.ReLU(inplace=True))
             for i in range(num_layers))
         self.fusion = nn.Conv2d(channels + num_layers * growth, channels, 1)
 
@@ -109,7 +109,7 @@ def encoder_stage(in_channels: int, channels: int, kernel_size: int = 3, stride:
     ``(N, in_channels, H, W) -> (N, channels, H / stride, W / stride)``.
     """
     head = nn.Sequential(nn.Conv2d(in_channels, channels, kernel_size, stride, kernel_size // 2),
-                         nn.LeakyReLU(negative_slope))
+                         activation(negative_slope))
     return nn.Sequential(head, *[ResBlock(channels, 0.0, kernel_size=kernel_size) for _ in range(num_resblocks)])
 
 
@@ -121,7 +121,7 @@ def decoder_stage(in_channels: int, channels: int, kernel_size: int = 5, negativ
     ``(N, in_channels, H, W) -> (N, channels, 2H, 2W)``.
     """
     up = nn.Sequential(nn.ConvTranspose2d(in_channels, channels, 3, stride=2, padding=1, output_padding=1),
-                       nn.LeakyReLU(negative_slope))
+                       activation(negative_slope))
     return nn.Sequential(*[ResBlock(in_channels, 0.0, kernel_size=kernel_size) for _ in range(num_resblocks)], up)
 
 
@@ -135,6 +135,15 @@ def same_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool 
     """A ``k×k`` convolution that keeps the size (padding ``k // 2``), without bias by default (the
     Shift-Net+ / MPRNet blocks')."""
     return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias, groups=groups)
+
+
+def activation(negative_slope: float) -> nn.Module:
+    """An in-place LeakyReLU (a ReLU for slope 0, which autograd cannot invert in place).
+
+    Every use follows a convolution whose output nothing else reads, so computing in place is
+    safe under autograd and saves one activation-sized buffer (and its page faults) per call.
+    """
+    return nn.ReLU(inplace=True) if negative_slope == 0 else nn.LeakyReLU(negative_slope, inplace=True)
 
 
 def leaky_relu(slope: float = 0.1) -> nn.LeakyReLU:

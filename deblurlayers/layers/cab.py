@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..utils import check_input
+from ..utils import cat_channels, check_input
 from .blocks import LayerNorm2d, leaky_relu, same_conv
 
 __all__ = ["ChannelAttention", "CAB", "GatedCAB"]
@@ -104,5 +104,5 @@ class GatedCAB(nn.Module):
                     minimum={"H": 1, "W": 1})
         shortcut = x[:, :self.channels]
         if self.extra_channels:
-            x = torch.cat((shortcut, self.conv1(x[:, self.channels:])), dim=1)
+            x = cat_channels((shortcut, self.conv1(x[:, self.channels:])), dim=1)
         return shortcut + self.body(self.norm(x)) * self.beta

@@ -9,7 +9,7 @@ from einops import repeat
 from torch import nn
 
 from ..ops import deform_conv2d
-from ..utils import IntPair, check_input, check_shape, conv_output_size, empty_batch, to_pair
+from ..utils import IntPair, cat_channels, check_input, check_shape, conv_output_size, empty_batch, to_pair
 
 __all__ = ["ModulatedDeformConv2d", "BlurAwareAlignment"]
 
@@ -108,7 +108,7 @@ class ModulatedDeformConv2d(nn.Module):
                          mask_bias: Optional[torch.Tensor] = None):
         """``(offset (B, 2·G·K, Ho, Wo), mask (B, G·K, Ho, Wo))`` predicted from ``cond``."""
         o1, o2, logits = torch.chunk(self.conv_offset(cond), 3, dim=1)
-        offset = torch.cat((o1, o2), dim=1)
+        offset = cat_channels((o1, o2), dim=1)
         if self.max_residue_magnitude is not None:
             offset = self.max_residue_magnitude * torch.tanh(offset)
             if flow is not None:
@@ -164,7 +164,7 @@ def _offset_net(cond_channels: int, hidden: tuple, out_channels: int) -> nn.Modu
         return nn.Conv2d(cond_channels, out_channels, 3, padding=1)
     layers, width = [], cond_channels
     for h in hidden:
-        layers += [nn.Conv2d(width, h, 3, padding=1), nn.LeakyReLU(0.1)]
+        layers += [nn.Conv2d(width, h, 3, padding=1), nn.LeakyReLU(0.1, inplace=True)]
         width = h
     return nn.Sequential(*layers, nn.Conv2d(width, out_channels, 3, padding=1))
 
@@ -216,5 +216,5 @@ class BlurAwareAlignment(ModulatedDeformConv2d):
         check_shape(cond, "B C H W", name="cond", sizes={**grid, "C": self.guide_channels})
         check_shape(flows, "B F 2 H W", name="flows", sizes={**grid, "F": 2})
         check_shape(sharp, "B F H W", name="sharp", sizes={**grid, "F": 2})
-        guide = torch.cat((cond, flows.flatten(1, 2)), dim=1)
+        guide = cat_channels((cond, flows.flatten(1, 2)), dim=1)
         return super().forward(features, guide, flows, 0.1 * (2 * sharp - 1))

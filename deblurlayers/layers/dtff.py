@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..ops import pixel_dynamic_filter
-from ..utils import check_input, check_shape, empty_batch, pad_to_multiple
+from ..utils import cat_channels, check_input, check_shape, empty_batch, pad_to_multiple
 from .blocks import ResBlock
 
 __all__ = ["PixelDynamicKernels", "DTFF"]
@@ -106,7 +106,7 @@ class DTFF(nn.Module):
         self.conv1 = nn.Conv2d(2 * channels, 2 * channels, 3, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv3 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.act = nn.LeakyReLU(0.1)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
         self.kernel_conv_pixel = PixelDynamicKernels(channels, kernel_size)
         self.resblock_bcakward2d = _ResidualStack(channels, num_blocks)  # sic: the official name
 
@@ -118,7 +118,7 @@ class DTFF(nn.Module):
             check_input(h, "B P H W", name="h", like=self, sizes=dims)
         if dims["B"] == 0:
             return empty_batch(self, x, h)
-        a, b = self.act(self.conv1(torch.cat([x, h], dim=1))).chunk(2, dim=1)
+        a, b = self.act(self.conv1(cat_channels([x, h], dim=1))).chunk(2, dim=1)
         v = a * torch.sigmoid(self.conv2(a)) + b * torch.sigmoid(self.conv3(b))
         return self.resblock_bcakward2d(self.kernel_conv_pixel(v))
 

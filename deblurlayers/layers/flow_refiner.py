@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..utils import check_input, check_shape, empty_batch
+from ..utils import cat_channels, check_input, check_shape, empty_batch
 from .blocks import leaky_relu, same_conv
 from .deform_conv import ModulatedDeformConv2d
 from .propagation import second_order_propagation
@@ -71,11 +71,11 @@ class _FlowFeaturePropagation(nn.Module):
         for branch in ("backward_", "forward_"):
             def align(t: int, states: List[torch.Tensor], branch: str = branch) -> torch.Tensor:
                 second = states[-2] if len(states) > 1 else torch.zeros_like(states[-1])
-                cond = torch.cat((states[-1], frames[t], second), dim=1)
-                return self.deform_align[branch](torch.cat((states[-1], second), dim=1), cond)
+                cond = cat_channels((states[-1], frames[t], second), dim=1)
+                return self.deform_align[branch](cat_channels((states[-1], second), dim=1), cond)
 
             feats[branch] = second_order_propagation(feats, branch == "backward_", align, self.backbone[branch])
-        fused = [self.fusion(torch.cat((feats["backward_"][t], feats["forward_"][t]), dim=1)) for t in range(len(frames))]
+        fused = [self.fusion(cat_channels((feats["backward_"][t], feats["forward_"][t]), dim=1)) for t in range(len(frames))]
         return torch.stack(fused, dim=1) + x
 
 

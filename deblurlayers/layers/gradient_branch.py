@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..utils import check_floating, check_input, check_shape, empty_batch
+from ..utils import cat_channels, check_floating, check_input, check_shape, empty_batch
 from .blocks import ResBlock
 
 __all__ = ["GradientMap", "SFTGradientBranch", "sft"]
@@ -87,15 +87,15 @@ def _res_blocks(channels: int, count: int) -> List[nn.Module]:
 
 
 def _conv_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
 
 
 def _up_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1), nn.ReLU())
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1), nn.ReLU(inplace=True))
 
 
 def _condition(channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
                          nn.Conv2d(channels, channels, 3, padding=1))
 
 
@@ -166,9 +166,9 @@ class SFTGradientBranch(nn.Module):
         s0, e1, e2 = self._check_inputs(grad, feats)
         if grad.shape[0] == 0:
             return empty_batch(self, grad, feats)
-        g0 = self.inBlock(torch.cat((self.in_layer(grad), s0), dim=1))
-        g1 = self.encoder_first(torch.cat((self.down_first(g0), e1), dim=1))
-        g2 = self.encoder_second(torch.cat((self.down_second(g1), e2), dim=1))
+        g0 = self.inBlock(cat_channels((self.in_layer(grad), s0), dim=1))
+        g1 = self.encoder_first(cat_channels((self.down_first(g0), e1), dim=1))
+        g2 = self.encoder_second(cat_channels((self.down_second(g1), e2), dim=1))
         d2 = self.decoder_second(g2)
         d1 = self.decoder_first(self.decoder_second_up(d2) + g1)
         d0 = self.outBlock(self.decoder_first_up(d1) + g0)

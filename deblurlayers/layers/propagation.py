@@ -8,6 +8,8 @@ from typing import Callable, List, Mapping, Sequence
 
 import torch
 
+from ..utils import cat_channels
+
 __all__ = ["second_order_propagation"]
 
 Align = Callable[[int, List[torch.Tensor]], torch.Tensor]
@@ -39,5 +41,5 @@ def second_order_propagation(features: Mapping[str, Sequence[torch.Tensor]], bac
     states: List[torch.Tensor] = []
     for t in order:
         state = align(t, states) if states else torch.zeros_like(last[t])
-        states.append(state + update(torch.cat([f[t] for f in features.values()] + [state], dim=1)))
+        states.append(state + update(cat_channels([f[t] for f in features.values()] + [state], dim=1)))
     return states[::-1] if backward else states

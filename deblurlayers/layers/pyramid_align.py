@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import check_input, check_shape, empty_batch
+from ..utils import cat_channels, check_input, check_shape, empty_batch
 from .deform_conv import ModulatedDeformConv2d
 
 __all__ = ["DilatedPyramidBlock", "PyramidDeformableAlign"]
 
 
 def _lrelu() -> nn.Module:
-    return nn.LeakyReLU(0.1)
+    return nn.LeakyReLU(0.1, inplace=True)
 
 
 def _branch(in_channels: int, channels: int, index: int) -> nn.Sequential:
@@ -87,7 +87,7 @@ class DilatedPyramidBlock(nn.Module):
             return empty_batch(self, x)
         if self.num_branches == 1:
             return self.rfblock[0](x)
-        return self.last_layer(torch.cat([branch(x) for branch in self.rfblock], dim=1))
+        return self.last_layer(cat_channels([branch(x) for branch in self.rfblock], dim=1))
 
 
 class PyramidDeformableAlign(nn.Module):
@@ -150,23 +150,23 @@ class PyramidDeformableAlign(nn.Module):
 
     def forward(self, nbr: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]) -> torch.Tensor:
         self._check_pyramids(nbr, ref)
-        lrelu = lambda t: F.leaky_relu(t, 0.1)  # noqa: E731
+        lrelu = lambda t: F.leaky_relu(t, 0.1)  # noqa: E731 (not in place: offset_conv1 ends in one already)
         offset_up = feat_up = None
         for level in range(self.levels, 0, -1):
             key, n, r = f"l{level}", nbr[level - 1], ref[level - 1]
-            offset = lrelu(self.offset_conv1[key](torch.cat((n, r), dim=1)))
+            offset = lrelu(self.offset_conv1[key](cat_channels((n, r), dim=1)))
             if level < self.levels:
-                offset = lrelu(self.offset_conv2[key](torch.cat((offset, offset_up), dim=1)))
+                offset = lrelu(self.offset_conv2[key](cat_channels((offset, offset_up), dim=1)))
             feat = self.dcn_pack[key](n, offset)
             if level < self.levels:
-                feat = self.feat_conv[key](torch.cat((feat, feat_up), dim=1))
+                feat = self.feat_conv[key](cat_channels((feat, feat_up), dim=1))
             if level > 1:
                 feat = lrelu(feat)
                 # The offset feature is in pixels of this level: twice as many on the finer one.
                 offset_up = 2 * _upsample2(offset)
                 feat_up = _upsample2(feat)
         if self.cascade:
-            offset = lrelu(self.cas_offset_conv2(lrelu(self.cas_offset_conv1(torch.cat((feat, ref[0]), dim=1)))))
+            offset = lrelu(self.cas_offset_conv2(lrelu(self.cas_offset_conv1(cat_channels((feat, ref[0]), dim=1)))))
             feat = lrelu(self.cas_dcnpack(feat, offset))
         return feat
 

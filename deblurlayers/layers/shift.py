@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import check_input, empty_batch
+from ..utils import cat_channels, check_input, empty_batch
 from .cab import GatedCAB
 
 __all__ = ["ShiftBlock"]
@@ -64,12 +64,12 @@ class ShiftBlock(nn.Module):
         half = x.shape[2] // 2
         extra = 8 * self.number
         if backward:
-            y = torch.cat((x[:, :, half:], x[:, :, :half].roll(-1, dims=1)), dim=2)
+            y = cat_channels((x[:, :, half:], x[:, :, :half].roll(-1, dims=1)), dim=2)
             moved = y[:, :, -extra:]
         else:
-            y = torch.cat((x[:, :, -half:].roll(1, dims=1), x[:, :, :-half]), dim=2)
+            y = cat_channels((x[:, :, -half:].roll(1, dims=1), x[:, :, :-half]), dim=2)
             moved = y[:, :, :extra]
-        return torch.cat((y, self._spatial_shift(moved)), dim=2)
+        return cat_channels((y, self._spatial_shift(moved)), dim=2)
 
     def _spatial_shift(self, x: torch.Tensor) -> torch.Tensor:
         n2 = (self.number - 1) // 2
@@ -83,4 +83,4 @@ class ShiftBlock(nn.Module):
             top, left = reach - dy * _SHIFT_UNIT, reach - dx * _SHIFT_UNIT
             pieces.append(padded[:, :, start:start + size, top:top + h, left:left + w])
             start += size
-        return torch.cat(pieces, dim=2)
+        return cat_channels(pieces, dim=2)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..ops import all_pairs_flows, flow_warp
-from ..utils import check_input, check_shape, empty_batch
+from ..utils import cat_channels, check_input, check_shape, empty_batch
 from .deformable_attention import DeformableAttention
 
 __all__ = ["MultiToMultiAttention", "MultiToSingleAttention", "STDA"]
@@ -43,16 +43,16 @@ class _STDALayer(nn.Module):
         self.feed_forward = nn.Conv2d(channels, channels, 3, padding=1)
         self.feedforward = nn.Sequential(
             nn.Conv2d(2 * channels, channels, 3, padding=2, dilation=2),
-            nn.LeakyReLU(0.1),
+            nn.LeakyReLU(0.1, inplace=True),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
-        self.act = nn.LeakyReLU(0.1)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
 
     @staticmethod
     def _aligned_to_centre(x: torch.Tensor, flows_to_next: torch.Tensor,
                            flows_to_prev: torch.Tensor) -> torch.Tensor:
         """``[warp(F0, O[1->0]), F1, warp(F2, O[1->2])]`` as ``(B, 3C, h, w)`` (border padding)."""
-        return torch.cat((flow_warp(x[:, 0], flows_to_prev[:, 0], padding_mode="border"), x[:, 1],
+        return cat_channels((flow_warp(x[:, 0], flows_to_prev[:, 0], padding_mode="border"), x[:, 1],
                           flow_warp(x[:, 2], flows_to_next[:, 1], padding_mode="border")), dim=1)
 
     def _values(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +62,7 @@ class _STDALayer(nn.Module):
     def _feed_forward(self, attended: torch.Tensor, residual: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         """``out = feed_forward(attended) + residual``, then ``out + FFN([out, src])``; ``(N, C, h, w)``."""
         out = self.feed_forward(attended) + residual
-        return out + self.feedforward(torch.cat((out, src), dim=1))
+        return out + self.feedforward(cat_channels((out, src), dim=1))
 
 
 class MultiToMultiAttention(_STDALayer):
@@ -106,7 +106,7 @@ class MultiToMultiAttention(_STDALayer):
         _check_clip(self, x, src, flows_to_next, flows_to_prev, self.channels)
         if x.shape[0] == 0:
             return empty_batch(self, x, src, flows_to_next, flows_to_prev)
-        query_in = torch.cat((self._aligned_to_centre(x, flows_to_next, flows_to_prev),
+        query_in = cat_channels((self._aligned_to_centre(x, flows_to_next, flows_to_prev),
                               flows_to_next.flatten(1, 2), flows_to_prev.flatten(1, 2)), dim=1)
         queries = self.act(self.emb_qk(query_in)).view_as(x)
         flows = all_pairs_flows(flows_to_next, flows_to_prev, masked=self.masked_composition)
@@ -138,7 +138,7 @@ class MultiToSingleAttention(_STDALayer):
 
     def __init__(self, channels: int = 128, num_heads: int = 4, num_points: int = 12) -> None:
         super().__init__(channels, num_heads, num_points, 4, "multi_to_single")
-        self.fusion = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.LeakyReLU(0.1))
+        self.fusion = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.LeakyReLU(0.1, inplace=True))
 
     def forward(self, x: torch.Tensor, src: torch.Tensor, flows_to_next: torch.Tensor,
                 flows_to_prev: torch.Tensor) -> torch.Tensor:
@@ -146,7 +146,7 @@ class MultiToSingleAttention(_STDALayer):
         if x.shape[0] == 0:
             return empty_batch(self, x, src, flows_to_next, flows_to_prev)
         centre_to_next, centre_to_prev = flows_to_next[:, 1], flows_to_prev[:, 0]  # O[1->2], O[1->0]
-        query_in = torch.cat((self._aligned_to_centre(x, flows_to_next, flows_to_prev),
+        query_in = cat_channels((self._aligned_to_centre(x, flows_to_next, flows_to_prev),
                               centre_to_next, centre_to_prev), dim=1)
         query = self.act(self.emb_qk(query_in))
         flows = torch.stack((centre_to_prev, torch.zeros_like(centre_to_prev), centre_to_next), dim=1)

@@ -82,7 +82,7 @@ class WaveletFP(nn.Module):
             self.down = nn.Conv2d(prop_channels, channels, 1)
         self.forward_propagation = DTFF(prop_channels, num_blocks)
         self.backward_propagation = DTFF(prop_channels, num_blocks)
-        self.act = nn.LeakyReLU(0.1)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
 
     @staticmethod
     def _high_band_net(channels: int):

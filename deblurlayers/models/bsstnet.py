@@ -38,7 +38,7 @@ from ..layers import (CAB, BlurAwareAlignment, BlurAwareSparseTransformer, BlurM
 from ..layers.blocks import leaky_relu, same_conv
 from ..layers.propagation import second_order_propagation
 from ..ops import flow_warp
-from ..utils import (autocast_enabled, check_clip, check_floating, check_same_device, check_shape, clip_forward,
+from ..utils import (autocast_enabled, cat_channels, check_clip, check_floating, check_same_device, check_shape, clip_forward,
                      pad_to_multiple)
 from ..utils import check_finite as finite_or_raise  # restore's argument is named check_finite
 from ._checkpoint import StateDict, register_converter, rename_prefixes
@@ -308,7 +308,7 @@ class BSSTNet(nn.Module):
             # backward branches walk t = T-1..0 along O[t->t+1], forward ones t = 0..T-1 along O[t->t-1]
             flows, checks = (flows_to_next, flows_to_prev) if backward else (flows_to_prev, flows_to_next)
             feats[branch] = self._propagate_branch(branch, feats, flows, checks, sharp, backward)
-        return torch.stack([torch.cat([feats[k][t] for k in feats], dim=1) for t in range(spatial.shape[1])], dim=1)
+        return torch.stack([cat_channels([feats[k][t] for k in feats], dim=1) for t in range(spatial.shape[1])], dim=1)
 
     def _propagate_branch(self, branch, feats, flows, checks, sharp, backward):
         current = list(feats.values())[-1]
@@ -340,9 +340,9 @@ class BSSTNet(nn.Module):
             check_2 = check_1 + flow_warp(check_12, check_1)
             warped_2, sharp_2 = flow_warp(prev_2, flow_2), flow_warp(sharp_2, flow_2)
             valid_2 = _consistency(flow_2, check_2)
-        cond = torch.cat((warped_1, current, warped_2, sharp_1, sharp_now, sharp_2, valid_1, valid_2), dim=1)
-        return self.deform_align[branch](torch.cat((prev, prev_2), dim=1), cond, torch.stack((flow_1, flow_2), dim=1),
-                                         torch.cat((sharp_1 * valid_1, sharp_2 * valid_2), dim=1))
+        cond = cat_channels((warped_1, current, warped_2, sharp_1, sharp_now, sharp_2, valid_1, valid_2), dim=1)
+        return self.deform_align[branch](cat_channels((prev, prev_2), dim=1), cond, torch.stack((flow_1, flow_2), dim=1),
+                                         cat_channels((sharp_1 * valid_1, sharp_2 * valid_2), dim=1))
 
     def sparse_transform(self, features: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
         """Soft split → BSST layers (steered by the token blur levels) → soft composition, fused with
@@ -351,14 +351,14 @@ class BSSTNet(nn.Module):
         tokens = self.softsplit(features)
         tokens = self.transsqattn(tokens, self.softsplit.token_blur(blur), size)
         composed = self.softcomp(tokens, size)
-        return self.cabattn(torch.cat((features, composed), dim=2).flatten(0, 1))
+        return self.cabattn(cat_channels((features, composed), dim=2).flatten(0, 1))
 
     def decode(self, fused: torch.Tensor, enc11: torch.Tensor, shortcut: torch.Tensor, frames: int) -> torch.Tensor:
         """Shift-Net decoder to full resolution: ``(B·T, C_mid, h, w)`` -> ``(B, T, 3, H, W)`` (before
         the global residual)."""
         x = self.up21(fused, self.skip_attn1(enc11)).unflatten(0, (-1, frames))
         x = self.decoder_level1_1(self.decoder_level1(x)).flatten(0, 1)
-        x = self.conv_hr0(F.leaky_relu(self.upsample0(x), 0.1)) + self.skip_conv(shortcut)
+        x = self.conv_hr0(F.leaky_relu(self.upsample0(x), 0.1, inplace=True)) + self.skip_conv(shortcut)
         return self.last_conv(self.out_conv(x)).unflatten(0, (-1, frames))
 
 

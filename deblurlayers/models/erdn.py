@@ -21,7 +21,7 @@ from torch import nn
 
 from ..layers import GradientMap, PyramidDeformableAlign, SFTGradientBranch, sft
 from ..layers.blocks import ResBlock, decoder_stage, encoder_stage, output_stage
-from ..utils import check_clip, check_input, check_shape, clip_forward, empty_batch, pad_to_multiple
+from ..utils import cat_channels, check_clip, check_input, check_shape, clip_forward, empty_batch, pad_to_multiple
 from ..utils import check_finite as finite_or_raise  # restore_clip's argument is named check_finite
 from ._checkpoint import StateDict, register_converter
 from ._cards import Checkpoint, ModelCard, Reported
@@ -126,11 +126,11 @@ class DualPyramidAlign(nn.Module):
 
     def _down(self, level: int, x: torch.Tensor) -> torch.Tensor:
         first, second = getattr(self, f"conv_l{level}_1"), getattr(self, f"conv_l{level}_2")
-        return F.leaky_relu(second(F.leaky_relu(first(x), 0.1)), 0.1)
+        return F.leaky_relu(second(F.leaky_relu(first(x), 0.1, inplace=True)), 0.1, inplace=True)
 
     def neighbour_pyramid(self, frames: torch.Tensor) -> List[torch.Tensor]:
         """Four levels of ``(N, C, H / 2^i, W / 2^i)`` features of ``(N, 3, H, W)`` frames."""
-        pyramid = [self.feature_extraction(F.leaky_relu(self.conv_first(frames), 0.1))]
+        pyramid = [self.feature_extraction(F.leaky_relu(self.conv_first(frames), 0.1, inplace=True))]
         for level in range(2, PYRAMID_LEVELS + 1):
             pyramid.append(self._down(level, pyramid[-1]))
         return pyramid
@@ -223,7 +223,7 @@ class ERDNStage(nn.Module):
             return StageOutput(*empty_batch(self, frames, grad))
         aligned = self.flow_net(frames)
         features = self.recons_net.encode(
-            torch.cat((rearrange(aligned, "b t c h w -> b (t c) h w"), luckiness_mask(aligned)), dim=1))
+            cat_channels((rearrange(aligned, "b t c h w -> b (t c) h w"), luckiness_mask(aligned)), dim=1))
         alphas, betas, grad_map = self.grad_net(grad, features)
         restored = self.recons_net.decode(*(sft(f, a, b) for f, a, b in zip(features, alphas, betas)))
         return StageOutput(restored, grad_map, aligned)
@@ -304,6 +304,11 @@ class ERDN(nn.Module):
         padded, (h, w) = pad_to_multiple(frames, SIZE_MULTIPLE)
         if self.num_stages == 1:
             output = ERDNOutput(*self.run_stage(0, padded))
+        elif not return_details and not torch.is_grad_enabled():
+            # Inference: one first-stage window at a time, keeping only its restored frame, so the
+            # forward peaks at one stage pass's activations (as the official code), not three.
+            first = torch.stack([self.run_stage(0, padded[:, i:i + WINDOW]).restored for i in range(WINDOW)], dim=1)
+            output = ERDNOutput(*self.run_stage(1, first), None, None, None)
         else:
             b = padded.shape[0]
             windows = torch.cat([padded[:, i:i + WINDOW] for i in range(WINDOW)], dim=0)  # (3B, 3, 3, H, W)

@@ -60,13 +60,13 @@ class FSTANet(nn.Module):
         super().__init__()
         widths = (channels, 2 * channels, 4 * channels)
         self.encoder = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1), nn.ReLU(),
+            nn.Sequential(nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1), nn.ReLU(inplace=True),
                           ResidualDenseBlock(c, growth, dense_layers))
             for i, (c_in, c) in enumerate(zip((3,) + widths[:-1], widths)))
         self.attention = nn.ModuleList(FactorizedSTAttention(c, spatial_maps, temporal_maps) for c in widths)
         self.bottleneck = ResidualDenseBlock(widths[2], growth, dense_layers)
         self.upsample = nn.ModuleList(
-            nn.Sequential(nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1), nn.ReLU())
+            nn.Sequential(nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1), nn.ReLU(inplace=True))
             for c in (widths[2], widths[1]))
         self.decoder = nn.ModuleList(ResidualDenseBlock(c, growth, dense_layers) for c in (widths[1], widths[0]))
         self.out = nn.Conv2d(channels, 3, 3, padding=1)

@@ -95,9 +95,9 @@ class STDANet(nn.Module):
         self.decoder_first = decoder_stage(2 * c, c, kernel_size=5)
         self.outBlock = output_stage(c, 3, kernel_size=5)
         self.motion_branch = nn.Sequential(
-            nn.Conv2d(8 * c, 48, 3, padding=8, dilation=8), nn.LeakyReLU(0.1),
-            nn.Conv2d(48, 32, 3, padding=16, dilation=16), nn.LeakyReLU(0.1),
-            nn.Conv2d(32, 16, 3, padding=1), nn.LeakyReLU(0.1),
+            nn.Conv2d(8 * c, 48, 3, padding=8, dilation=8), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(48, 32, 3, padding=16, dilation=16), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(32, 16, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
         )
         self.motion_out = nn.Conv2d(16, 2, 3, padding=1)
         # zero flows at initialisation: STDA starts from unwarped neighbours (official)

@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_map
 
 from .. import _native
 from .._native.registry import has_kernel
-from ..utils import autocast_enabled, env, in_layout_of, memory_format_of
+from ..utils import autocast_enabled, env, in_layout_of
 
 _NATIVE_DEVICES = {"cpu": "CPU", "cuda": "CUDA", "meta": "Meta"}
 _WARNED: Set[str] = set()
@@ -88,20 +88,21 @@ def float32_under_autocast(op: Callable) -> Callable:
 
 
 def keeps_memory_format(op: Callable) -> Callable:
-    """Return ``op``'s 4-D outputs in the memory format of its first tensor argument.
+    """Return ``op``'s 4-D outputs in the memory format of its first (4-D) tensor argument.
 
     The native kernels (and ``grid_sample`` in the references) read and write NCHW. In a
     channels-last network an NCHW result would turn every following residual add and
     concatenation into a mixed-layout op (several times slower than either layout alone) and make
     oneDNN reorder the next convolution's input; one copy at the op's boundary keeps the layout
-    the caller chose. Outside channels-last nothing changes.
+    the caller chose. An NCHW input gets an NCHW-contiguous output (a no-op for the native kernels;
+    a reference built from einsum or permutes may otherwise return any layout).
     """
 
     @functools.wraps(op)
     def wrapper(*args, **kwargs):
         out = op(*args, **kwargs)
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
-        if first is None or memory_format_of(first) != torch.channels_last:
+        if first is None or first.dim() != 4:
             return out
         return tree_map(lambda value: in_layout_of(value, first) if isinstance(value, torch.Tensor) else value, out)
 

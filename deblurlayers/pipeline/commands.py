@@ -27,6 +27,9 @@ __all__ = ["add_restore_parser", "add_evaluate_parser", "run_restore", "run_eval
 
 CommandError = (ValueError, TypeError, FileNotFoundError, ImportError, KeyError, RuntimeError)
 
+# --memory-format -> Restorer's channels_last
+MEMORY_FORMATS = {"auto": None, "channels-last": True, "contiguous": False}
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help=f"registered model: {', '.join(list_models())}")
@@ -43,6 +46,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="window models: windows per forward pass (default 1; ERDN 8, reusing its first stage)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="fp32, or bf16/fp16 autocast")
+    parser.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
+                        help="the network's layout (auto: channels-last on a CPU, where convolutions are faster)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights when no --weights is given")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -159,7 +164,8 @@ def _restorer(args, card, config, dataset: Optional[str] = None) -> Restorer:
     overlap = OFFICIAL if args.overlap is None else args.overlap
     frames_per_clip = OFFICIAL if args.frames_per_clip is None else (args.frames_per_clip or None)
     return Restorer(model, card, tile=tile, overlap=overlap, frames_per_clip=frames_per_clip,
-                    windows_per_pass=args.batch, device=device, dtype=args.dtype, dataset=dataset)
+                    windows_per_pass=args.batch, device=device, dtype=args.dtype, dataset=dataset,
+                    channels_last=MEMORY_FORMATS[args.memory_format])
 
 
 def _open_input(path: str) -> FrameSource:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data.io import PathLike, count_video_frames, image_size, read_image, read_video
+from ..inference import to_channels_last
 from ..models import ModelCard, tiled_inference
 from .plan import WINDOW_CONTEXT, Step, clip_plan, last_use, window_plan
 
@@ -112,11 +113,16 @@ class Restorer:
         dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; the native ops keep fp32 where
             their accuracy needs it).
         dataset: picks the card's per-dataset clip length (DSTNet runs 25-frame clips on DVD).
+        channels_last: run the network channels-last (:func:`deblurlayers.to_channels_last`:
+            the model's 4-D weights are stored channels-last, in place; the output changes by
+            fp32 summation order only). ``None``: on a CPU, where oneDNN's convolutions are faster
+            in that layout (``benchmarks/RESULTS.md``, fast path).
     """
 
     def __init__(self, model: nn.Module, card: ModelCard, *, tile: Official = OFFICIAL,
                  overlap: Official = OFFICIAL, frames_per_clip: Official = OFFICIAL, windows_per_pass: Optional[int] = None,
-                 device: Union[str, torch.device, None] = None, dtype: str = "fp32", dataset: Optional[str] = None):
+                 device: Union[str, torch.device, None] = None, dtype: str = "fp32", dataset: Optional[str] = None,
+                 channels_last: Optional[bool] = None):
         pipeline = card.test_pipeline
         self.model, self.card = model, card
         self.tile = pipeline.tile if tile == OFFICIAL else tile
@@ -151,6 +157,11 @@ class Restorer:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.dtype = dtype
         self.model.to(self.device).eval()
+        if channels_last not in (None, True, False):
+            raise TypeError(f"channels_last: expected None, True or False, got {channels_last!r}")
+        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
+        if self.channels_last:
+            to_channels_last(self.model)
 
     def plan(self, length: int) -> List[Step]:
         """The forward passes over a video of ``length`` frames."""

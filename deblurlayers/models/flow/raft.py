@@ -14,7 +14,7 @@ from einops import rearrange
 from torch import nn
 
 from .._checkpoint import StateDict, register_converter
-from ...utils import check_input, check_shape, empty_batch, in_layout_of
+from ...utils import cat_channels, check_input, check_shape, empty_batch, in_layout_of
 
 __all__ = ["RAFT", "CorrelationPyramid", "convex_upsample"]
 
@@ -32,7 +32,7 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.norm1, self.norm2 = _norm(norm, channels), _norm(norm, channels)
         self.downsample = None
         if stride != 1:
@@ -47,7 +47,14 @@ class ResidualBlock(nn.Module):
 
 def _norm(kind: str, channels: int) -> nn.Module:
     # the feature encoder normalises each image on its own; the context encoder uses batch norm
-    return nn.InstanceNorm2d(channels) if kind == "instance" else nn.BatchNorm2d(channels)
+    return _InstanceNorm2d(channels) if kind == "instance" else nn.BatchNorm2d(channels)
+
+
+class _InstanceNorm2d(nn.InstanceNorm2d):
+    """``InstanceNorm2d`` that returns its input's memory layout (PyTorch's returns NCHW)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return in_layout_of(super().forward(x), x)
 
 
 class Encoder(nn.Module):
@@ -58,7 +65,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3)
         self.norm1 = _norm(norm, 64)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         widths, strides, previous = (64, 96, 128), (1, 2, 2), 64
         for index, (width, stride) in enumerate(zip(widths, strides), start=1):
             setattr(self, f"layer{index}", nn.Sequential(ResidualBlock(previous, width, norm, stride),
@@ -132,9 +139,9 @@ class MotionEncoder(nn.Module):
         self.conv = nn.Conv2d(192 + 64, 128 - 2, 3, padding=1)
 
     def forward(self, flow: torch.Tensor, corr: torch.Tensor) -> torch.Tensor:
-        c = F.relu(self.convc2(F.relu(self.convc1(corr))))
-        f = F.relu(self.convf2(F.relu(self.convf1(flow))))
-        return torch.cat((F.relu(self.conv(torch.cat((c, f), dim=1))), flow), dim=1)
+        c = F.relu(self.convc2(F.relu(self.convc1(corr), inplace=True)), inplace=True)
+        f = F.relu(self.convf2(F.relu(self.convf1(flow), inplace=True)), inplace=True)
+        return cat_channels((F.relu(self.conv(cat_channels((c, f), dim=1)), inplace=True), flow), dim=1)
 
 
 class SeparableConvGRU(nn.Module):
@@ -148,10 +155,10 @@ class SeparableConvGRU(nn.Module):
 
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         for suffix in "12":
-            hx = torch.cat((h, x), dim=1)
+            hx = cat_channels((h, x), dim=1)
             z = torch.sigmoid(getattr(self, f"convz{suffix}")(hx))
             r = torch.sigmoid(getattr(self, f"convr{suffix}")(hx))
-            q = torch.tanh(getattr(self, f"convq{suffix}")(torch.cat((r * h, x), dim=1)))
+            q = torch.tanh(getattr(self, f"convq{suffix}")(cat_channels((r * h, x), dim=1)))
             h = (1 - z) * h + z * q
         return h
 
@@ -163,7 +170,7 @@ class FlowHead(nn.Module):
         self.conv2 = nn.Conv2d(256, 2, 3, padding=1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.conv2(F.relu(self.conv1(h)))
+        return self.conv2(F.relu(self.conv1(h), inplace=True))
 
 
 class UpdateBlock(nn.Module):
@@ -175,11 +182,11 @@ class UpdateBlock(nn.Module):
         self.encoder = MotionEncoder(corr_channels)
         self.gru = SeparableConvGRU(hidden, context + 128)
         self.flow_head = FlowHead(hidden)
-        self.mask = nn.Sequential(nn.Conv2d(hidden, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 9 * STRIDE ** 2, 1))
+        self.mask = nn.Sequential(nn.Conv2d(hidden, 256, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(256, 9 * STRIDE ** 2, 1))
 
     def forward(self, h: torch.Tensor, context: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = self.gru(h, torch.cat((context, self.encoder(flow, corr)), dim=1))
+        h = self.gru(h, cat_channels((context, self.encoder(flow, corr)), dim=1))
         return h, 0.25 * self.mask(h), self.flow_head(h)
 
 
