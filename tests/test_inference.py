@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from deblurlayers import optimize_for_inference, to_channels_last
-from deblurlayers.ops import (deform_conv2d, deform_conv2d_reference, flow_warp, haar_dwt2d, haar_dwt2d_reference,
+from deblurlayers.ops import (channel_dynamic_filter, deform_conv2d, deform_conv2d_reference, flow_warp, haar_dwt2d, haar_dwt2d_reference,
                               haar_idwt2d, haar_idwt2d_reference, pixel_dynamic_filter, pixel_dynamic_filter_reference)
 from deblurlayers.utils import in_layout_of, memory_format_of
 from model_cases import CASES, clip, small
@@ -43,6 +43,8 @@ OPS = {
     "haar_idwt2d": (haar_idwt2d, lambda x: (x, torch.randn(2, 12, 8, 10, generator=_gen(1), dtype=x.dtype)), {}),
     "haar_idwt2d_reference": (haar_idwt2d_reference,
                               lambda x: (x, torch.randn(2, 12, 8, 10, generator=_gen(1), dtype=x.dtype)), {}),
+    "channel_dynamic_filter": (channel_dynamic_filter,
+                               lambda x: (x, torch.randn(2, 4, 3, 3, generator=_gen(1), dtype=x.dtype)), {}),
     "flow_warp": (flow_warp, lambda x: (x, 2 * torch.randn(2, 2, 8, 10, generator=_gen(1), dtype=x.dtype)), {}),
 }
 
@@ -141,3 +143,20 @@ def test_erdn_inference_runs_one_first_stage_window_at_a_time_with_the_same_resu
         sequential = model(x)
     assert calls == [2, 2, 2]
     torch.testing.assert_close(sequential, batched, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["haar_dwt2d", "haar_idwt2d"])
+def test_haar_kernels_run_channels_last_natively(op, native_ops):
+    """The CPU Haar kernels read and write channels-last maps directly (no copy to NCHW and back);
+    the fake kernels must promise the same strides (opcheck compares them, and runs autograd)."""
+    x = torch.randn(2, 5, 6, 8, dtype=torch.float64, generator=_gen()).contiguous(memory_format=CL)
+    args = (x, 0.5) if op == "haar_dwt2d" else (x, torch.randn(2, 15, 6, 8, dtype=torch.float64,
+                                                                generator=_gen(1)).contiguous(memory_format=CL), 0.5)
+    args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args)
+    kernel = getattr(native_ops, op).default
+    out = _outputs(kernel(*args))
+    assert all(_is_cl(o) for o in out)
+    nchw = _outputs(kernel(*(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)))
+    for o, e in zip(out, nchw):
+        torch.testing.assert_close(o, e, rtol=0, atol=1e-12)
+    torch.library.opcheck(kernel, args)

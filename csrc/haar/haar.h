@@ -27,5 +27,14 @@ inline void check_idwt_inputs(const at::Tensor& ll, const at::Tensor& highs) {
               ll.size(3), ") from ll, got ", highs.sizes());
 }
 
+// The layout of the outputs: channels-last for a channels-last input (that is
+// not also NCHW-contiguous, as C = 1 or 1x1 maps are), else NCHW. The fake
+// kernels in deblurlayers/ops/haar.py follow the same rule.
+inline at::MemoryFormat output_layout(const at::Tensor& x) {
+  return !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
+}
+
 }  // namespace haar
 }  // namespace deblurlayers

@@ -65,6 +65,7 @@ def pixel_dynamic_filter_reference(x: torch.Tensor, kernels: torch.Tensor, kerne
     return rearrange(torch.einsum("bgcthw,bgthw->bgchw", patches, weights), "b g c h w -> b (g c) h w")
 
 
+@keeps_memory_format
 def channel_dynamic_filter(x: torch.Tensor, kernels: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Filter each channel of each sample with its own ``k x k`` kernel (DSTNet's D_c).
 

@@ -19,7 +19,7 @@ from einops import rearrange, repeat
 
 from .. import flops as _flops
 from .._native.registry import define
-from ..utils import check_floating, check_same_device, check_shape
+from ..utils import check_floating, check_same_device, check_shape, memory_format_of
 from ._backend import float32_under_autocast, keeps_memory_format, use_native
 
 __all__ = ["haar_dwt2d", "haar_idwt2d", "haar_dwt2d_reference", "haar_idwt2d_reference"]
@@ -144,15 +144,18 @@ def _check_idwt(ll: torch.Tensor, highs: torch.Tensor, norm: str) -> Tuple[float
 # Dispatcher registrations (applied once the native library is loaded)
 # ---------------------------------------------------------------------------
 
+# The kernels return their outputs in the layout of x (ll): channels-last or NCHW (haar.h's output_layout).
 def _dwt_fake(x, scale):
     torch._check(x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0, lambda: "haar_dwt2d: x: expected even H and W")
     b, c, h, w = x.shape
-    return x.new_empty(b, c, h // 2, w // 2), x.new_empty(b, 3 * c, h // 2, w // 2)
+    layout = memory_format_of(x)
+    return (x.new_empty(b, c, h // 2, w // 2).contiguous(memory_format=layout),
+            x.new_empty(b, 3 * c, h // 2, w // 2).contiguous(memory_format=layout))
 
 
 def _idwt_fake(ll, highs, scale):
     b, c, h, w = ll.shape
-    return ll.new_empty(b, c, 2 * h, 2 * w)
+    return ll.new_empty(b, c, 2 * h, 2 * w).contiguous(memory_format=memory_format_of(ll))
 
 
 def _save_scale(ctx, inputs, output):

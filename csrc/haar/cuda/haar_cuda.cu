@@ -83,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor> dwt_cuda(const at::Tensor& x_in,
   at::Tensor ll = at::empty({B, C, h, w}, x.options());
   at::Tensor highs = at::empty({B, 3 * C, h, w}, x.options());
   const int64_t n = ll.numel();
-  if (n == 0) return {ll, highs};
+  if (n == 0) return {ll.contiguous(output_layout(x_in)), highs.contiguous(output_layout(x_in))};
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "haar_dwt2d_cuda", [&] {
@@ -93,7 +93,9 @@ std::tuple<at::Tensor, at::Tensor> dwt_cuda(const at::Tensor& x_in,
             static_cast<float>(scale));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
-  return {ll, highs};
+  // The kernel is NCHW; a channels-last input gets channels-last outputs (the op's contract).
+  const at::MemoryFormat layout = output_layout(x_in);
+  return {ll.contiguous(layout), highs.contiguous(layout)};
 }
 
 at::Tensor idwt_cuda(const at::Tensor& ll_in, const at::Tensor& highs_in,
@@ -105,7 +107,7 @@ at::Tensor idwt_cuda(const at::Tensor& ll_in, const at::Tensor& highs_in,
   const int64_t B = ll.size(0), C = ll.size(1), h = ll.size(2), w = ll.size(3);
   at::Tensor x = at::empty({B, C, 2 * h, 2 * w}, ll.options());
   const int64_t n = ll.numel();
-  if (n == 0) return x;
+  if (n == 0) return x.contiguous(output_layout(ll_in));
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, ll.scalar_type(), "haar_idwt2d_cuda", [&] {
@@ -115,7 +117,7 @@ at::Tensor idwt_cuda(const at::Tensor& ll_in, const at::Tensor& highs_in,
             static_cast<float>(scale));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
-  return x;
+  return x.contiguous(output_layout(ll_in));
 }
 
 }  // namespace
